@@ -1,0 +1,138 @@
+"""The work queue between the driver and the workers: pull-based, with leases.
+
+Workers *pull* the next batch when they have capacity, so a fast device simply takes more
+batches than a slow one. A batch that a worker took stays *leased* to it until the worker
+acknowledges that its result reached the aggregator; if the worker dies first, its leases go back
+to the front of the queue. Together with de-duplication at the aggregator and the driver, this
+gives every sample exactly one completion whatever fails.
+
+`LeasedBatchQueue` is the plain logic (no Ray, no locking: one caller at a time).
+`BatchQueueActor` wraps it as an asyncio Ray actor so that `take` can wait for work without
+blocking `put` or other workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Iterable
+
+from actors.messages import Batch
+
+QUEUE_CLOSED = "closed"
+
+
+class LeasedBatchQueue:
+    """FIFO of batches; a taken batch stays leased to its worker until acknowledged."""
+
+    def __init__(self) -> None:
+        self._pending: deque[Batch] = deque()
+        self._leases: dict[str, dict[int, Batch]] = {}
+        self._closed = False
+
+    def put(self, batches: Iterable[Batch]) -> int:
+        if self._closed:
+            raise RuntimeError("put on a closed batch queue")
+        before = len(self._pending)
+        self._pending.extend(batches)
+        return len(self._pending) - before
+
+    def take(self, worker_id: str) -> Batch | None:
+        """The next batch, now leased to worker_id; None when nothing is pending."""
+        if not self._pending:
+            return None
+        batch = self._pending.popleft()
+        self._leases.setdefault(worker_id, {})[batch.batch_id] = batch
+        return batch
+
+    def ack(self, worker_id: str, batch_ids: Iterable[int]) -> None:
+        """The worker's results for these batches have been delivered: end their leases."""
+        leases = self._leases.get(worker_id)
+        if leases:
+            for batch_id in batch_ids:
+                leases.pop(batch_id, None)
+
+    def release_worker(self, worker_id: str) -> list[int]:
+        """The worker is gone: put its unacknowledged batches back at the front, oldest first."""
+        leases = self._leases.pop(worker_id, {})
+        returned = sorted(leases.values(), key=lambda b: b.batch_id)
+        self._pending.extendleft(reversed(returned))
+        return [batch.batch_id for batch in returned]
+
+    def close(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def leased_count(self) -> int:
+        return sum(len(leases) for leases in self._leases.values())
+
+    def clear(self) -> int:
+        """Drop everything pending and leased (between tests); returns how many were dropped."""
+        dropped = len(self._pending) + self.leased_count()
+        self._pending.clear()
+        self._leases.clear()
+        return dropped
+
+
+class BatchQueueActor:
+    """Ray actor around LeasedBatchQueue. Methods run on one event loop: no locks needed."""
+
+    def __init__(self) -> None:
+        self._queue = LeasedBatchQueue()
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def put(self, batches: list[Batch]) -> int:
+        added = self._queue.put(batches)
+        async with self._condition():
+            self._condition().notify(added)
+        return added
+
+    async def take(self, worker_id: str, acks: list[int], timeout_s: float):
+        """Ack delivered batches, then return the next batch, None after timeout_s with nothing
+        to do, or QUEUE_CLOSED once the queue is closed."""
+        self._queue.ack(worker_id, acks)
+        if self._queue.closed:
+            return QUEUE_CLOSED
+        batch = self._queue.take(worker_id)
+        if batch is not None:
+            return batch
+        condition = self._condition()
+        async with condition:
+            try:
+                await asyncio.wait_for(
+                    condition.wait_for(lambda: self._queue.pending_count() or self._queue.closed),
+                    timeout_s)
+            except asyncio.TimeoutError:
+                return None
+        if self._queue.closed:
+            return QUEUE_CLOSED
+        return self._queue.take(worker_id)
+
+    async def release_worker(self, worker_id: str) -> list[int]:
+        returned = self._queue.release_worker(worker_id)
+        if returned:
+            async with self._condition():
+                self._condition().notify(len(returned))
+        return returned
+
+    async def clear(self) -> int:
+        return self._queue.clear()
+
+    async def close(self) -> None:
+        self._queue.close()
+        async with self._condition():
+            self._condition().notify_all()
+
+    async def counts(self) -> dict:
+        return {"pending": self._queue.pending_count(), "leased": self._queue.leased_count()}

@@ -1,0 +1,138 @@
+"""The inference worker: one per GPU (or one per slice of the CPUs).
+
+`InferenceWorker` is the plain core: it holds one backend session and a read-only view of the
+loaded samples, and turns a Batch into a BatchResult (gather rows -> normalise to float32 ->
+infer -> post-process). `WorkerActor` adds the serving loop that pulls batches from the queue,
+keeps one batch prefetched so the device never waits on Ray, and pushes results to the
+aggregator.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import numpy as np
+
+from actors.backends import BackendOptions, create_backend
+from actors.batch_queue import QUEUE_CLOSED
+from actors.messages import Batch, BatchFailure, BatchResult
+from datasets.registry import get_dataset
+
+
+class InferenceWorker:
+    def __init__(self, worker_id: str, backend_name: str, options: BackendOptions,
+                 dataset_name: str) -> None:
+        self.worker_id = worker_id
+        self._spec = get_dataset(dataset_name)
+        self._layout = options.layout
+        if backend_name == "null":
+            options = _with_null_outputs(options, self._spec.postprocess.null_outputs)
+        self._backend = create_backend(backend_name, options)
+        self._postprocess = self._spec.postprocess
+        # (samples, row_of_index, already_normalized); replaced whole, so readers never see
+        # a half-updated view.
+        self._loaded: tuple[np.ndarray, np.ndarray, bool] | None = None
+        self._want_payloads = False
+
+    def describe(self) -> dict:
+        import os
+        import socket
+
+        info = dict(self._backend.describe())
+        info.update(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid())
+        return info
+
+    def set_samples(self, samples: np.ndarray, row_of_index: np.ndarray,
+                    normalized: bool = False) -> int:
+        """Use these loaded samples. `samples` is the object-store array (read-only, shared by
+        every worker on the node); row_of_index maps a QSL index to its row (-1: not loaded)."""
+        self._loaded = (samples, row_of_index, normalized)
+        return len(samples)
+
+    def clear_samples(self) -> None:
+        self._loaded = None
+
+    def set_payloads(self, enabled: bool) -> None:
+        """Accuracy mode sends payload bytes back; performance mode sends none."""
+        self._want_payloads = enabled
+
+    def inputs_for(self, batch: Batch) -> np.ndarray:
+        """The float32 model input for a batch, rows in the batch's sample order."""
+        if self._loaded is None:
+            raise RuntimeError(f"worker {self.worker_id}: batch {batch.batch_id} arrived but no "
+                               "samples are loaded")
+        samples, row_of_index, normalized = self._loaded
+        rows = row_of_index[batch.sample_indices]
+        if (rows < 0).any():
+            missing = batch.sample_indices[rows < 0][:5].tolist()
+            raise RuntimeError(f"worker {self.worker_id}: samples {missing} are not loaded")
+        gathered = samples[rows]
+        return gathered if normalized else self._spec.normalize(gathered, self._layout)
+
+    def infer(self, batch: Batch) -> BatchResult:
+        started = time.perf_counter()
+        outputs = self._backend.predict(self.inputs_for(batch))
+        for output in outputs:
+            if len(output) != len(batch):
+                raise RuntimeError(f"backend returned {len(output)} results for a batch of "
+                                   f"{len(batch)}")
+        elapsed = time.perf_counter() - started
+        if not self._want_payloads:
+            return BatchResult(batch.batch_id, self.worker_id, infer_seconds=elapsed)
+        payloads = self._postprocess(outputs, batch.sample_indices)
+        return BatchResult(batch.batch_id, self.worker_id, payloads.data, payloads.offsets,
+                           infer_seconds=elapsed)
+
+
+def _with_null_outputs(options: BackendOptions, make_outputs) -> BackendOptions:
+    from dataclasses import replace
+
+    return replace(options, null_outputs=make_outputs)
+
+
+class WorkerActor(InferenceWorker):
+    """The worker as a Ray actor. Create it with max_concurrency >= 2: `serve` runs for the
+    whole session on one thread while `set_samples` and friends arrive on another."""
+
+    def serve(self, queue, aggregator, poll_timeout_s: float = 1.0) -> int:
+        """Pull, infer, push until the queue closes. Returns the number of batches served.
+
+        A batch stays leased until the aggregator confirmed its result; only then is it acked
+        (on the next pull), so a crash at any point leaves the batch to be retried elsewhere.
+        """
+        import ray
+
+        served = 0
+        delivered: list[tuple[int, object]] = []  # (batch_id, ObjectRef of aggregator.submit)
+        next_item = queue.take.remote(self.worker_id, [], poll_timeout_s)
+        while True:
+            item = ray.get(next_item)
+            if isinstance(item, str) and item == QUEUE_CLOSED:
+                return served
+            acks, delivered = _confirmed(delivered)
+            next_item = queue.take.remote(self.worker_id, acks, poll_timeout_s)
+            if item is None:
+                continue
+            try:
+                result = self.infer(item)
+            except Exception as error:  # reported to the driver, which retries or aborts
+                detail = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+                result = BatchFailure(item.batch_id, self.worker_id, detail)
+            delivered.append((item.batch_id, aggregator.submit.remote(result)))
+            served += 1
+
+
+def _confirmed(delivered):
+    """Split (batch_id, ref) pairs into ids whose delivery finished and those still pending."""
+    if not delivered:
+        return [], delivered
+    import ray
+
+    refs = [ref for _, ref in delivered]
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+    if not done:
+        return [], delivered
+    done_set = set(done)
+    acks = [batch_id for batch_id, ref in delivered if ref in done_set]
+    return acks, [(b, r) for b, r in delivered if r not in done_set]

@@ -1,0 +1,181 @@
+"""The on-disk cache of pre-processed samples, filled once in parallel with Ray tasks.
+
+Layout (one uint8 `.npy` per image, in the model's layout, resumable and shared by every
+`--count`):
+
+    <cache_dir>/ray-sut/preprocessed/<dataset>/<NCHW|NHWC>/<size>-r<recipe>/
+        manifest.json           what produced these bytes (dataset, layout, size, recipe)
+        <file from the list>.npy
+
+Every setting that changes the bytes is in the path, so two configurations never share files.
+The reference keeps float32 files under <cache_dir>/preprocessed/; we never write there.
+
+Images are decoded and cropped by Ray tasks (on whichever node has CPUs); the driver writes the
+results, so the cache needs no shared file system. A file appears under its final name only once
+complete (write, then rename), so an interrupted run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datasets.imagenet import ImageList
+from datasets.registry import DatasetSpec, get_dataset
+from sut.errors import ConfigError
+
+_IMAGES_PER_TASK = 32
+
+
+def cache_folder(cache_root: str | Path, spec: DatasetSpec, layout: str) -> Path:
+    height, width = spec.image_size
+    return (Path(cache_root) / "ray-sut" / "preprocessed" / spec.name / layout
+            / f"{height}x{width}-r{spec.recipe_version}")
+
+
+def cached_file(folder: Path, relative_name: str) -> Path:
+    return folder / (relative_name + ".npy")
+
+
+def preprocess_one(path: Path, spec: DatasetSpec, layout: str) -> np.ndarray:
+    """Decode one image and apply the dataset's geometric pre-processing (uint8 out)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ConfigError(f"cannot read image {path}: OpenCV could not decode it. Replace the "
+                          "file, or remove its line from the dataset list.")
+    from datasets.transforms import to_layout
+
+    return to_layout(spec.crop(image, spec.image_size), layout)
+
+
+def _preprocess_chunk(paths: list[str], dataset_name: str, layout: str) -> list[np.ndarray]:
+    spec = get_dataset(dataset_name)
+    return [preprocess_one(Path(p), spec, layout) for p in paths]
+
+
+def _write_atomically(target: Path, array: np.ndarray) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + f".tmp{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        np.save(handle, array)
+    os.replace(temporary, target)
+
+
+def _write_manifest(folder: Path, spec: DatasetSpec, layout: str) -> None:
+    manifest = {"dataset": spec.name, "layout": layout, "image_size": list(spec.image_size),
+                "recipe_version": spec.recipe_version, "dtype": "uint8",
+                "sample_shape": list(spec.sample_shape(layout))}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifest.json"
+    if not path.exists():
+        path.write_text(json.dumps(manifest, indent=1))
+
+
+def ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
+                        cache_root: str | Path, use_ray: bool = True,
+                        show_progress: bool = True) -> Path:
+    """Pre-process every listed image not yet cached; return the cache folder.
+
+    With use_ray, chunks of images run as Ray tasks, one CPU each, across the cluster.
+    """
+    folder = cache_folder(cache_root, spec, layout)
+    _write_manifest(folder, spec, layout)
+    todo = [i for i, name in enumerate(images.files) if not cached_file(folder, name).exists()]
+    if not todo:
+        return folder
+    chunks = [todo[start:start + _IMAGES_PER_TASK]
+              for start in range(0, len(todo), _IMAGES_PER_TASK)]
+    progress = _progress(len(todo), f"pre-processing {spec.name} ({layout})", show_progress)
+    try:
+        if use_ray:
+            _run_chunks_on_ray(chunks, images, spec, layout, folder, progress)
+        else:
+            for chunk in chunks:
+                arrays = _preprocess_chunk([str(images.path(i)) for i in chunk], spec.name, layout)
+                _store_chunk(chunk, arrays, images, folder, progress)
+    finally:
+        progress.close()
+    return folder
+
+
+def _store_chunk(chunk, arrays, images: ImageList, folder: Path, progress) -> None:
+    for index, array in zip(chunk, arrays):
+        _write_atomically(cached_file(folder, images.files[index]), array)
+    progress.update(len(chunk))
+
+
+def _run_chunks_on_ray(chunks, images, spec, layout, folder, progress) -> None:
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=2)(_preprocess_chunk)
+    pending = {task.remote([str(images.path(i)) for i in chunk], spec.name, layout): chunk
+               for chunk in chunks}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            chunk = pending.pop(done[0])
+            _store_chunk(chunk, ray.get(done[0]), images, folder, progress)
+    except ConfigError:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="img", disable=not enabled,
+                mininterval=0.5, dynamic_ncols=True)
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """Where the pre-processed samples of a run are read from.
+
+    normalized is False for this harness's cache (uint8, normalised on the worker) and True for
+    a reference-style --preprocessed_dir (float32, fed to the model as is).
+    """
+
+    folder: Path
+    images: ImageList
+    sample_shape: tuple[int, ...]
+    dtype: type
+    normalized: bool = False
+
+    def read(self, indices) -> np.ndarray:
+        """Read samples into one contiguous array, in the order of `indices`."""
+        out = np.empty((len(indices), *self.sample_shape), dtype=self.dtype)
+        for row, index in enumerate(indices):
+            path = cached_file(self.folder, self.images.files[index])
+            loaded = np.load(path, allow_pickle=False)
+            if loaded.shape != tuple(self.sample_shape):
+                raise ConfigError(f"pre-processed file {path} has shape {loaded.shape}, "
+                                  f"expected {tuple(self.sample_shape)} (layout or size of "
+                                  "another model?); delete it to have it rebuilt.")
+            out[row] = loaded
+        return out
+
+
+def reference_preprocessed_source(preprocessed_dir: str | Path, images: ImageList,
+                                  spec: DatasetSpec, layout: str) -> SampleSource:
+    """Samples already pre-processed by the reference harness (float32 `<name>.npy` files),
+    either directly in the folder or under its preprocessed/<dataset>/<layout>/ tree."""
+    root = Path(preprocessed_dir)
+    candidates = [root, root / "preprocessed" / spec.name / layout]
+    for folder in candidates:
+        if cached_file(folder, images.files[0]).is_file():
+            missing = [n for n in images.files if not cached_file(folder, n).is_file()]
+            if missing:
+                raise ConfigError(f"--preprocessed_dir {folder} lacks {len(missing)} of the "
+                                  f"listed samples (first: {missing[0]}.npy).")
+            return SampleSource(folder, images, spec.sample_shape(layout), np.float32,
+                                normalized=True)
+    raise ConfigError(f"--preprocessed_dir {root}: no {images.files[0]}.npy there nor under "
+                      f"preprocessed/{spec.name}/{layout}/. Point it at the reference's "
+                      "pre-processed folder, or drop the flag to pre-process here.")

@@ -1,0 +1,37 @@
+"""Top-1 accuracy of an ImageNet run from LoadGen's accuracy log (the reference tool's flags).
+
+    python scripts/accuracy_imagenet.py --mlperf-accuracy-file output/mlperf_log_accuracy.json \
+        --imagenet-val-file /data/imagenet2012/val_map.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from datasets.accuracy import (PAYLOAD_DTYPES, read_accuracy_log,
+                               read_val_map_labels, score_imagenet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mlperf-accuracy-file", required=True,
+                        help="path to mlperf_log_accuracy.json")
+    parser.add_argument("--imagenet-val-file", required=True, help="path to val_map.txt")
+    parser.add_argument("--verbose", action="store_true", help="print every mistake")
+    parser.add_argument("--dtype", default="float32", choices=sorted(PAYLOAD_DTYPES),
+                        help="data type of the payload")
+    args = parser.parse_args(argv)
+    result = score_imagenet(read_accuracy_log(args.mlperf_accuracy_file),
+                            read_val_map_labels(args.imagenet_val_file), args.dtype)
+    if args.verbose:
+        for name, expected, found in result.mistakes:
+            print(f"{name}, expected: {expected}, found {found}")
+    print(result.line())
+    if args.verbose:
+        print(f"found and ignored {result.duplicates} dupes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

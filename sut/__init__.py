@@ -1,0 +1,3 @@
+"""Driver side of the Ray MLPerf vision SUT: CLI, configuration, LoadGen, dispatch, reports."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from sut.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""`python -m sut`: the reference harness's command line, run on Ray.
+
+With neither --model nor --dataset-path, the embedded default runs (a ResNet-50-shaped ONNX
+model and a small ImageNet-format dataset, built offline once): an Offline performance test
+and an accuracy pass. Other flags still apply, e.g. `python -m sut --scenario Server`.
+
+Exit status: 0 the run completed (VALID or INVALID is in the report), 2 bad input (nothing
+started), 3 the run failed (no worker left, a batch failing every retry, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from datasets.registry import DATASETS
+    from sut.config import SCENARIOS
+    from sut.profiles import PROFILES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sut", description="MLPerf Inference vision SUT on Ray.",
+        epilog="With neither --model nor --dataset-path, runs the embedded default.")
+    reference = parser.add_argument_group("reference harness flags")
+    add = reference.add_argument
+    add("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
+    add("--dataset-path", help="folder of the images (and val_map.txt)")
+    add("--dataset-list", help="list file (default: <dataset-path>/val_map.txt)")
+    add("--data-format", help="NCHW or NHWC (default: the profile's, else the backend's)")
+    add("--profile", help=f"one of: {', '.join(sorted(PROFILES))}")
+    add("--scenario", help=f"one of {', '.join(SCENARIOS)} (default SingleStream; Offline for "
+                           "the embedded default)")
+    add("--max-batchsize", type=int, help="largest batch sent to a worker (profile default 32)")
+    add("--model", help="model file")
+    add("--output", default="output", help="folder for LoadGen logs and results.json")
+    add("--inputs", help="comma-separated input tensor names")
+    add("--outputs", help="comma-separated output tensor names")
+    add("--backend", help="onnxruntime or null (the harness alone, no inference)")
+    add("--model-name", help="LoadGen model key for its rules, e.g. resnet50")
+    add("--threads", type=int, help="intra-op threads per CPU worker (default: CPUs / workers)")
+    add("--qps", type=float, help="Server target QPS and Offline expected QPS")
+    add("--time", type=int, help="min and max duration in seconds (not for submissions)")
+    add("--count", type=int, help="use only the first N images of the list")
+    add("--performance-sample-count", type=int, help="samples loaded for performance runs")
+    add("--max-latency", type=float, help="Server latency bound in seconds")
+    add("--samples-per-query", type=int, help="MultiStream samples per query")
+    add("--cache_dir", default=".", help="root of the pre-processed cache (default .)")
+    add("--preprocessed_dir", help="use samples the reference harness pre-processed (float32)")
+    add("--accuracy", action="store_true", help="AccuracyOnly run, scored at the end")
+    add("--find-peak-performance", action="store_true", help="Server: find the peak QPS")
+    add("--debug", action="store_true", help="verbose logs and a LoadGen trace")
+    add("--user_conf", help="LoadGen user.conf")
+    add("--audit_conf", help="LoadGen audit.config (compliance tests)")
+    add("--mlperf_conf", help="ignored: LoadGen 6 applies its built-in mlperf.conf rules")
+    add("--cache", type=int, help="ignored: pre-processed samples are always cached")
+    ray_group = parser.add_argument_group("placement on Ray")
+    ray_group.add_argument("--gpus", type=int, default=0,
+                           help="one worker actor per GPU (num_gpus=1 each)")
+    ray_group.add_argument("--workers", type=int, help="number of CPU workers (default 1)")
+    ray_group.add_argument("--device", choices=("cpu", "gpu"),
+                           help="where backends run (default gpu with --gpus, else cpu)")
+    ray_group.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
+    ray_group.add_argument("--server-batch-timeout-ms", type=float,
+                           help="Server batching wait (default: a tenth of the latency bound)")
+    return parser
+
+
+def _check_datasets_package() -> None:
+    """A top-level `datasets` package is also Hugging Face's: refuse to run with the wrong one."""
+    import datasets
+
+    if not getattr(datasets, "IS_RAY_SUT_DATASETS", False):
+        from sut.errors import ConfigError
+
+        raise ConfigError(f"the 'datasets' package imported from {datasets.__file__} is not this "
+                          "project's (Hugging Face 'datasets' installed in this environment?). "
+                          "Use a separate virtual environment for this harness.")
+
+
+def resolve(argv: list[str]):
+    """Parse argv into (RunConfig, ImageList); builds the embedded default when asked."""
+    from datasets.imagenet import read_val_map
+    from sut.config import resolve_config
+    from sut.errors import ConfigError
+
+    args = build_parser().parse_args(argv)
+    notes: list[str] = []
+    if args.model is None and args.dataset_path is None:
+        from sut.embedded import NOTE_RANDOM_WEIGHTS, ensure_embedded_assets
+
+        assets = ensure_embedded_assets(args.cache_dir)
+        args.model, args.dataset_path = str(assets.model), str(assets.dataset_path)
+        args.profile = args.profile or "resnet50-onnxruntime"
+        args.scenario = args.scenario or "Offline"
+        args.user_conf = args.user_conf or str(assets.user_conf)
+        notes.append(NOTE_RANDOM_WEIGHTS)
+        embedded = True
+    elif args.model is None or args.dataset_path is None:
+        raise ConfigError("give both --model and --dataset-path (or neither, for the embedded "
+                          "default)")
+    else:
+        embedded = False
+    args.scenario = args.scenario or "SingleStream"
+    config = resolve_config(args)
+    if embedded and not (args.accuracy or args.find_peak_performance):
+        config = dataclasses.replace(config, modes=("performance", "accuracy"))
+    config = dataclasses.replace(config, notes=tuple(notes))
+    images = read_val_map(config.dataset_path, config.dataset_list, config.count)
+    return config, images
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sut.errors import ConfigError, RunFailed
+    from sut.runner import print_summary, run
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _check_datasets_package()
+        config, images = resolve(argv)
+        for note in config.notes:
+            print(f"NOTE: {note}", flush=True)
+        results = run(config, images)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunFailed as error:
+        print(f"run failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print_summary(results)
+    return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK

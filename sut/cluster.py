@@ -1,0 +1,207 @@
+"""Ray placement: connect to (or start) Ray, and own the queue, aggregator and worker actors.
+
+`WorkerPool` is a context manager: entering creates the actors and waits until every worker has
+loaded its model (a bad model fails here, before LoadGen starts); leaving closes the queue, lets
+the serving loops end, and kills what is left. Nothing relies on garbage collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from actors.aggregator import AggregatorActor
+from actors.backends import BackendOptions
+from actors.batch_queue import BatchQueueActor
+from actors.worker import WorkerActor
+from datasets.registry import get_dataset
+from sut.config import RunConfig
+from sut.errors import ConfigError, RunFailed
+
+log = logging.getLogger(__name__)
+
+_READY_TIMEOUT_S = 600.0  # loading a big model (or compiling one) can take minutes
+
+
+def connect(config: RunConfig) -> None:
+    """Join the cluster at --address, or start a local single-node Ray instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    common = dict(logging_level=logging.WARNING, log_to_driver=True,
+                  runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
+    if config.address:
+        ray.init(address=config.address, **common)
+    else:
+        # The dashboard stays off (and so off the network) unless the user starts Ray himself.
+        ray.init(include_dashboard=False, **common)
+
+
+def available_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def available_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+
+
+def check_placement(config: RunConfig) -> None:
+    """Refuse a request Ray cannot place, before anything starts."""
+    if config.gpus:
+        seen = available_gpus()
+        if config.gpus > seen:
+            raise ConfigError(f"--gpus {config.gpus}, but Ray sees {seen} GPU(s) in this "
+                              "cluster. Use --gpus {seen} or fewer, or --workers K for CPU "
+                              "workers.".replace("{seen}", str(seen)))
+
+
+def threads_per_worker(config: RunConfig) -> int:
+    if config.threads:
+        return config.threads
+    if config.gpus:
+        return 1
+    return max(1, available_cpus() // config.num_workers)
+
+
+class WorkerPool:
+    """The actors of one session: a batch queue, an aggregator, and the workers."""
+
+    def __init__(self, config: RunConfig, ready_timeout_s: float = _READY_TIMEOUT_S) -> None:
+        self.config = config
+        self.ready_timeout_s = ready_timeout_s
+        self.queue = None
+        self.aggregator = None
+        self.workers: dict[str, object] = {}
+        self.serving: dict[object, str] = {}  # serve() ObjectRef -> worker id
+        self.descriptions: list[dict] = []
+        self.lost_workers: list[tuple[str, str]] = []  # (worker id, why)
+
+    def __enter__(self) -> "WorkerPool":
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        import ray
+
+        config = self.config
+        # Queue and aggregator take no CPU slot: they must never wait behind the workers.
+        self.queue = ray.remote(BatchQueueActor).options(num_cpus=0, max_concurrency=1000).remote()
+        self.aggregator = ray.remote(AggregatorActor).options(
+            num_cpus=0, max_concurrency=1000).remote()
+        spec = get_dataset(config.dataset)
+        threads = threads_per_worker(config)
+        options = BackendOptions(
+            model_path=os.path.abspath(config.model) if config.backend != "null" else config.model,
+            inputs=config.inputs, outputs=config.outputs, layout=config.data_format,
+            sample_shape=spec.sample_shape(config.data_format), device=config.device,
+            threads=threads)
+        resources = {"num_gpus": 1, "num_cpus": 1} if config.gpus else {"num_cpus": threads}
+        actor_class = ray.remote(WorkerActor)
+        for rank in range(config.num_workers):
+            worker_id = f"worker-{rank}"
+            self.workers[worker_id] = actor_class.options(
+                max_concurrency=2, **resources).remote(
+                worker_id, config.backend, options, config.dataset)
+        self._wait_ready()
+        for worker_id, handle in self.workers.items():
+            self.serving[handle.serve.remote(self.queue, self.aggregator)] = worker_id
+
+    def _wait_ready(self) -> None:
+        """Every worker builds its backend in its constructor: a bad model surfaces here."""
+        import ray
+
+        refs = {handle.describe.remote(): worker_id for worker_id, handle in self.workers.items()}
+        started = time.monotonic()
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+            for ref in done:
+                try:
+                    self.descriptions.append(ray.get(ref))
+                except Exception as error:
+                    raise _unwrap_config_error(error) from None
+            if pending and time.monotonic() - started > self.ready_timeout_s:
+                raise RunFailed(f"{len(pending)} worker(s) not ready after "
+                                f"{self.ready_timeout_s:.0f} s: Ray cannot place them "
+                                "(resources?) or the model takes too long to load")
+
+    # -- used by the run -------------------------------------------------------------------
+    def broadcast(self, method: str, *args) -> None:
+        """Call a method on every live worker and wait for all of them."""
+        import ray
+
+        refs = [getattr(handle, method).remote(*args) for handle in self.workers.values()]
+        ray.get(refs)
+
+    def send(self, batches) -> None:
+        self.queue.put.remote(batches)
+
+    def check_workers(self) -> list[tuple[str, str]]:
+        """Notice serving loops that ended; release their batches. Returns newly lost workers."""
+        import ray
+
+        if not self.serving:
+            return []
+        done, _ = ray.wait(list(self.serving), num_returns=len(self.serving), timeout=0)
+        lost = []
+        for ref in done:
+            worker_id = self.serving.pop(ref)
+            try:
+                ray.get(ref)
+                why = "its serving loop ended"
+            except Exception as error:  # actor died: process killed, OOM, node lost
+                why = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+            self.workers.pop(worker_id, None)
+            returned = ray.get(self.queue.release_worker.remote(worker_id))
+            log.error("lost %s (%s); %d batch(es) returned to the queue", worker_id, why,
+                      len(returned))
+            lost.append((worker_id, why))
+        self.lost_workers.extend(lost)
+        return lost
+
+    def live_workers(self) -> int:
+        return len(self.serving)
+
+    def close(self) -> None:
+        import ray
+
+        if self.queue is not None:
+            try:
+                ray.get(self.queue.close.remote(), timeout=10)
+                ray.wait(list(self.serving), num_returns=len(self.serving), timeout=10)
+            except Exception:  # noqa: BLE001 - closing down whatever state the actors are in
+                pass
+        for handle in [*self.workers.values(), self.queue, self.aggregator]:
+            if handle is not None:
+                try:
+                    ray.kill(handle)
+                except Exception:  # noqa: BLE001
+                    pass
+        self.workers.clear()
+        self.serving.clear()
+        self.queue = self.aggregator = None
+
+
+def _unwrap_config_error(error: Exception) -> Exception:
+    """Ray wraps an actor's constructor error; give the user the original message."""
+    cause = getattr(error, "cause", None)
+    while cause is not None and getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    if isinstance(cause, ConfigError):
+        return ConfigError(str(cause))
+    if isinstance(error, ConfigError):
+        return ConfigError(str(error).strip().splitlines()[-1])
+    return RunFailed(f"a worker failed to start: {cause or error}")

@@ -1,0 +1,139 @@
+"""One frozen run configuration, resolved in one place.
+
+Precedence, as in the reference harness: the command line, then the chosen profile, then the
+`defaults` profile. Everything that can be checked without starting Ray or LoadGen is checked
+here, so bad input fails first and with a message that names the flag and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actors.backends import backend_class, check_backend_name
+from datasets.registry import get_dataset
+from sut.errors import ConfigError
+from sut.profiles import DEFAULTS, get_profile
+
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    dataset_path: str
+    backend: str
+    dataset: str
+    data_format: str
+    model_name: str
+    scenario: str = "SingleStream"
+    modes: tuple[str, ...] = ("performance",)  # any of performance, accuracy, find_peak
+    profile: str | None = None
+    dataset_list: str | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    max_batchsize: int = 32
+    output: str = "output"
+    threads: int | None = None  # intra-op threads per CPU worker; None: share the CPUs out
+    qps: float | None = None
+    time_s: int | None = None
+    count: int | None = None
+    performance_sample_count: int | None = None
+    max_latency_s: float | None = None
+    samples_per_query: int | None = None
+    cache_dir: str = "."
+    preprocessed_dir: str | None = None
+    user_conf: str | None = None
+    audit_conf: str | None = None
+    debug: bool = False
+    gpus: int = 0
+    workers: int | None = None
+    device: str = "cpu"
+    address: str | None = None
+    server_batch_timeout_s: float | None = None  # None: derived from the latency bound
+    notes: tuple[str, ...] = field(default=())  # lines for the report (embedded default, ...)
+
+    @property
+    def num_workers(self) -> int:
+        return self.gpus if self.gpus else (self.workers or 1)
+
+
+def _split_names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def _first(*values):
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """Merge command line > profile > defaults into a RunConfig and check it."""
+    profile = get_profile(args.profile) if args.profile else DEFAULTS
+    backend = _first(args.backend, profile.backend, DEFAULTS.backend)
+    check_backend_name(backend)
+    dataset = _first(args.dataset, profile.dataset, DEFAULTS.dataset)
+    get_dataset(dataset)
+    data_format = _first(args.data_format, profile.data_format,
+                         backend_class(backend).preferred_layout)
+    if data_format not in LAYOUTS:
+        raise ConfigError(f"--data-format {data_format!r}; choose one of {list(LAYOUTS)}")
+    if args.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown --scenario {args.scenario!r}; choose one of {list(SCENARIOS)}")
+    modes = ("accuracy",) if args.accuracy else ("performance",)
+    if args.find_peak_performance:
+        if args.scenario != "Server":
+            raise ConfigError("--find-peak-performance works only with --scenario Server")
+        modes = ("find_peak",)
+    if args.model is None:
+        raise ConfigError("--model is required (the model file); run `python -m sut` with no "
+                          "arguments for the embedded default")
+    if backend != "null" and not Path(args.model).is_file():
+        raise ConfigError(f"--model {args.model}: no such file. Download the model (README, "
+                          "'Real MLPerf models') or fix the path.")
+    if args.dataset_path is None:
+        raise ConfigError("--dataset-path is required (the folder of images and val_map.txt)")
+    for flag, path in (("--user_conf", args.user_conf), ("--audit_conf", args.audit_conf)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{flag} {path}: no such file.")
+    max_batchsize = _first(args.max_batchsize, profile.max_batchsize, DEFAULTS.max_batchsize)
+    _check_positive("--max-batchsize", max_batchsize)
+    for flag in ("count", "threads", "workers", "performance_sample_count", "time"):
+        _check_positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    gpus = args.gpus or 0
+    if gpus < 0:
+        raise ConfigError(f"--gpus {gpus}: must be 0 or more")
+    if gpus and args.workers:
+        raise ConfigError("--gpus and --workers are exclusive: --gpus N places one worker per "
+                          "GPU; --workers K places K CPU workers")
+    device = args.device or ("gpu" if gpus else "cpu")
+    if device == "gpu" and not gpus:
+        raise ConfigError("--device gpu needs --gpus N (one worker per GPU)")
+    return RunConfig(
+        model=args.model, dataset_path=args.dataset_path, backend=backend, dataset=dataset,
+        data_format=data_format,
+        model_name=_first(args.model_name, profile.model_name, "resnet50"),
+        scenario=args.scenario, modes=modes, profile=args.profile,
+        dataset_list=args.dataset_list,
+        inputs=_first(_split_names(args.inputs), profile.inputs, ()),
+        outputs=_first(_split_names(args.outputs), profile.outputs, ()),
+        max_batchsize=max_batchsize, output=args.output, threads=args.threads, qps=args.qps,
+        time_s=args.time, count=args.count,
+        performance_sample_count=args.performance_sample_count,
+        max_latency_s=args.max_latency, samples_per_query=args.samples_per_query,
+        cache_dir=args.cache_dir, preprocessed_dir=args.preprocessed_dir,
+        user_conf=args.user_conf, audit_conf=args.audit_conf, debug=args.debug,
+        gpus=gpus, workers=args.workers, device=device, address=args.address,
+        server_batch_timeout_s=(args.server_batch_timeout_ms / 1000.0
+                                if args.server_batch_timeout_ms else None))
+
+
+def _check_positive(flag: str, value) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{flag} {value}: must be a positive number")

@@ -1,0 +1,121 @@
+"""Everything that touches LoadGen (`mlperf_loadgen`), which lives in the driver process only.
+
+- `build_settings`: TestSettings from LoadGen's built-in rules, user.conf, then the command-line
+  overrides. LoadGen applies its built-in mlperf.conf rules only on the first FromConfig call of
+  a process, so this module makes that call exactly once and refuses a second (model, scenario).
+- `complete_samples`: a batch's answers -> QuerySamplesComplete.
+- `run_test`: one LoadGen test (StartTestWithLogSettings) around given callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+from actors.messages import Batch
+from sut.config import RunConfig
+from sut.errors import ConfigError
+
+MILLI = 1000
+NANO = 1_000_000_000
+
+_settings_made_for: tuple[str, str, str] | None = None
+
+
+def _lg():
+    import mlperf_loadgen
+
+    return mlperf_loadgen
+
+
+def scenario_enum(name: str):
+    return getattr(_lg().TestScenario, name)
+
+
+def mode_enum(mode: str):
+    lg = _lg()
+    return {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly,
+            "find_peak": lg.TestMode.FindPeakPerformance}[mode]
+
+
+def build_settings(config: RunConfig):
+    """TestSettings for this process's (model, scenario): built-in rules < user.conf < flags."""
+    global _settings_made_for
+    key = (config.model_name, config.scenario, config.user_conf or "")
+    if _settings_made_for is not None and _settings_made_for != key:
+        raise RuntimeError(f"LoadGen settings were built for {_settings_made_for} in this "
+                           f"process; {key} would miss LoadGen's built-in rules. Run it in a "
+                           "new process.")
+    lg = _lg()
+    settings = lg.TestSettings()
+    if config.user_conf:
+        status = settings.FromConfig(config.user_conf, config.model_name, config.scenario, 1)
+        if status != 0:
+            raise ConfigError(f"--user_conf {config.user_conf}: LoadGen could not read it "
+                              f"(status {status}). Lines look like "
+                              "'resnet50.Offline.target_qps = 100'.")
+    else:
+        settings.FromConfig("", config.model_name, config.scenario, 0)
+    _settings_made_for = key
+    settings.scenario = scenario_enum(config.scenario)
+    if config.time_s:
+        settings.min_duration_ms = int(config.time_s * MILLI)
+        settings.max_duration_ms = int(config.time_s * MILLI)
+    if config.qps:
+        settings.server_target_qps = float(config.qps)
+        settings.offline_expected_qps = float(config.qps)
+    if config.max_latency_s:
+        settings.server_target_latency_ns = int(config.max_latency_s * NANO)
+        settings.multi_stream_expected_latency_ns = int(config.max_latency_s * NANO)
+    if config.samples_per_query:
+        settings.multi_stream_samples_per_query = int(config.samples_per_query)
+    if config.performance_sample_count:
+        settings.performance_sample_count_override = int(config.performance_sample_count)
+    return settings
+
+
+def complete_samples(batch: Batch, data: np.ndarray | None, offsets: np.ndarray | None) -> None:
+    """Tell LoadGen every sample of the batch is done. LoadGen copies the payload bytes during
+    the call (accuracy mode), so `data` only has to live until we return."""
+    lg = _lg()
+    ids = batch.response_ids.tolist()
+    if data is None:
+        responses = [lg.QuerySampleResponse(rid, 0, 0) for rid in ids]
+    else:
+        base = data.ctypes.data
+        starts = offsets.tolist()
+        responses = [lg.QuerySampleResponse(rid, base + starts[i], starts[i + 1] - starts[i])
+                     for i, rid in enumerate(ids)]
+    lg.QuerySamplesComplete(responses)
+
+
+def run_test(settings, mode: str, total_count: int, performance_count: int,
+             issue: Callable[[np.ndarray, np.ndarray], None], flush: Callable[[], None],
+             load: Callable[[list[int]], None], unload: Callable[[list[int]], None],
+             output_dir: str, trace: bool = False, audit_conf: str | None = None) -> None:
+    """Run one LoadGen test; blocks until LoadGen returns (every sample completed)."""
+    lg = _lg()
+    settings.mode = mode_enum(mode)
+    os.makedirs(output_dir, exist_ok=True)
+
+    def issue_queries(query_samples) -> None:
+        count = len(query_samples)
+        ids = np.fromiter((q.id for q in query_samples), dtype=np.uint64, count=count)
+        indices = np.fromiter((q.index for q in query_samples), dtype=np.int64, count=count)
+        issue(ids, indices)
+
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = os.path.abspath(output_dir)
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = trace
+    sut = lg.ConstructSUT(issue_queries, flush)
+    qsl = lg.ConstructQSL(total_count, performance_count, load, unload)
+    try:
+        # An absent audit file means "no audit": never pick up a stray ./audit.config.
+        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings,
+                                    os.path.abspath(audit_conf) if audit_conf else "")
+    finally:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)

@@ -1,0 +1,64 @@
+"""The table of profiles: named defaults for the reference harness's command line.
+
+A profile is a frozen row; a variant is `dataclasses.replace(row, ...)`. Rows are never mutated
+(the reference harness updates its defaults dict in place, so one profile leaks into the next).
+`None` means "not set by this profile": the next level of precedence decides (see config.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sut.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model_name: str | None = None  # the LoadGen/mlperf.conf model key: resnet50, retinanet, ...
+    dataset: str | None = None
+    backend: str | None = None
+    inputs: tuple[str, ...] | None = None
+    outputs: tuple[str, ...] | None = None
+    data_format: str | None = None  # None: the backend's preferred layout
+    max_batchsize: int | None = None
+
+
+PROFILES: dict[str, Profile] = {}
+
+
+def _register(profile: Profile) -> Profile:
+    if profile.name in PROFILES:
+        raise ValueError(f"profile {profile.name!r} registered twice")
+    PROFILES[profile.name] = profile
+    return profile
+
+
+# The last level of precedence. The reference defaults to tensorflow; this harness to
+# onnxruntime, its main backend.
+DEFAULTS = _register(Profile(name="defaults", dataset="imagenet", backend="onnxruntime",
+                             max_batchsize=32))
+
+# ResNet-50 v1.5. The TF model is NHWC whatever runtime executes it, so the row says so.
+_register(Profile(name="resnet50-tf", model_name="resnet50", dataset="imagenet",
+                  backend="tensorflow", inputs=("input_tensor:0",), outputs=("ArgMax:0",),
+                  data_format="NHWC"))
+_register(Profile(name="resnet50-onnxruntime", model_name="resnet50", dataset="imagenet",
+                  backend="onnxruntime", outputs=("ArgMax:0",)))
+_register(Profile(name="resnet50-pytorch", model_name="resnet50", dataset="imagenet_pytorch",
+                  backend="pytorch-native", inputs=("image",)))
+
+# MobileNet v1 (retired from MLPerf since v0.7, still in the reference).
+_register(Profile(name="mobilenet-tf", model_name="mobilenet", dataset="imagenet_mobilenet",
+                  backend="tensorflow", inputs=("input:0",),
+                  outputs=("MobilenetV1/Predictions/Reshape_1:0",), data_format="NHWC"))
+_register(Profile(name="mobilenet-onnxruntime", model_name="mobilenet",
+                  dataset="imagenet_mobilenet", backend="onnxruntime",
+                  outputs=("MobilenetV1/Predictions/Reshape_1:0",)))
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown --profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,104 @@
+"""What a run reports: read LoadGen's detail log, write results.json, print a short summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_PRIMARY_METRIC = {
+    "Offline": ("result_samples_per_second", "samples/s"),
+    "Server": ("result_completed_samples_per_sec", "samples/s"),
+    "SingleStream": ("result_90.00_percentile_latency_ns", "ns (p90 latency)"),
+    "MultiStream": ("result_99.00_percentile_per_query_latency_ns", "ns (p99 query latency)"),
+}
+
+
+def read_loadgen_results(output_dir: str | Path) -> dict:
+    """The `result_*` and `effective_*` entries of mlperf_log_detail.txt, keyed without prefix
+    noise. Empty if LoadGen wrote no detail log."""
+    path = Path(output_dir) / "mlperf_log_detail.txt"
+    found: dict = {}
+    if not path.is_file():
+        return found
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith(":::MLLOG"):
+            continue
+        try:
+            entry = json.loads(line[len(":::MLLOG"):])
+        except json.JSONDecodeError:
+            continue
+        key = entry.get("key", "")
+        if key.startswith(("result_", "effective_")) or key in ("num_errors",):
+            found[key] = entry.get("value")
+    return found
+
+
+def summarize_test(scenario: str, mode: str, output_dir: str | Path) -> dict:
+    """One test's outcome as a flat dict for results.json."""
+    raw = read_loadgen_results(output_dir)
+    summary = {"scenario": scenario, "mode": mode, "output_dir": str(output_dir)}
+    if mode != "accuracy":
+        key, unit = _PRIMARY_METRIC[scenario]
+        summary.update(result=raw.get("result_validity", "UNKNOWN"), metric=key.removeprefix(
+            "result_"), value=raw.get(key), unit=unit)
+        if raw.get("result_invalid_reason"):
+            summary["invalid_reason"] = raw["result_invalid_reason"]
+        latencies = {k.removeprefix("result_"): v for k, v in raw.items()
+                     if k.startswith("result_") and k.endswith("latency_ns")}
+        summary["latency_ns"] = latencies
+        for extra in ("result_samples_per_second", "result_completed_samples_per_sec",
+                      "result_scheduled_samples_per_sec", "effective_target_qps",
+                      "effective_samples_per_query"):
+            if extra in raw:
+                summary[extra.removeprefix("result_")] = raw[extra]
+    return summary
+
+
+def format_summary(results: dict) -> str:
+    """A few lines a person reads at the end of a run."""
+    lines = ["", "=" * 64, "Run summary", "=" * 64]
+    for note in results.get("notes", []):
+        lines.append(f"NOTE: {note}")
+    setup = results.get("setup", {})
+    if setup:
+        lines.append(f"model {setup.get('model')}  backend {setup.get('backend')}  dataset "
+                     f"{setup.get('dataset')} ({setup.get('data_format')})  workers "
+                     f"{setup.get('workers')} on {setup.get('device')}")
+    for test in results.get("tests", []):
+        head = f"{test['scenario']} {test['mode']}:"
+        if test["mode"] == "accuracy":
+            accuracy = test.get("accuracy", {})
+            if "accuracy_percent" in accuracy:
+                lines.append(f"{head} accuracy={accuracy['accuracy_percent']:.3f}%, "
+                             f"good={accuracy['good']}, total={accuracy['total']}")
+            else:
+                lines.append(f"{head} {accuracy.get('error', 'no accuracy computed')}")
+        else:
+            value = test.get("value")
+            shown = (f"{value:,.2f}" if isinstance(value, float) else f"{value}")
+            lines.append(f"{head} {test.get('result')}  {test.get('metric')} = {shown} "
+                         f"{test.get('unit')}")
+            latency = test.get("latency_ns", {})
+            picks = [k for k in ("50.00_percentile_latency_ns", "90.00_percentile_latency_ns",
+                                 "99.00_percentile_latency_ns") if k in latency]
+            if picks:
+                lines.append("    latency " + ", ".join(
+                    f"p{k.split('_')[0].rstrip('0').rstrip('.')}={latency[k] / 1e6:.2f} ms"
+                    for k in picks))
+            if test.get("invalid_reason"):
+                lines.append(f"    why INVALID: {test['invalid_reason'].strip()}")
+        if test.get("error"):
+            lines.append(f"    FAILED: {test['error']}")
+        if test.get("faults"):
+            lines.append(f"    faults: {test['faults']}")
+    if results.get("results_file"):
+        lines.append(f"results: {results['results_file']}")
+    lines.append("=" * 64)
+    return "\n".join(lines)
+
+
+def write_results(results: dict, output_dir: str | Path) -> Path:
+    path = Path(output_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str))
+    return path

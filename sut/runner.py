@@ -1,0 +1,161 @@
+"""One benchmark run, start to finish.
+
+    check inputs -> Ray up -> pre-process into the cache (Ray tasks) -> workers load the model
+    -> for each test (performance and/or accuracy): LoadGen drives the SUT -> score, report
+
+Everything up to "workers load the model" can fail with a ConfigError; LoadGen starts only after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datasets.accuracy import read_accuracy_log, score_imagenet
+from datasets.cache import SampleSource, ensure_preprocessed, reference_preprocessed_source
+from datasets.imagenet import ImageList
+from datasets.registry import get_dataset
+from sut import loadgen_bridge
+from sut.batching import server_batch_timeout_s
+from sut.cluster import WorkerPool, check_placement, connect
+from sut.completion import CompletionLoop
+from sut.config import RunConfig
+from sut.dispatch import Completer, Dispatcher, batch_id_counter
+from sut.ledger import CompletionLedger
+from sut.report import format_summary, summarize_test, write_results
+from sut.shared_samples import SharedSamples
+
+log = logging.getLogger(__name__)
+
+# After an abort LoadGen may keep issuing (a Server run lasts its full duration). We answer
+# everything at once, but if LoadGen still has not returned after this long, the process exits.
+ABORT_GRACE_S = 60.0
+EXIT_ABORTED = 3
+
+
+def prepare_samples(config: RunConfig, images: ImageList, show_progress: bool) -> SampleSource:
+    spec = get_dataset(config.dataset)
+    if config.preprocessed_dir:
+        return reference_preprocessed_source(config.preprocessed_dir, images, spec,
+                                             config.data_format)
+    folder = ensure_preprocessed(images, spec, config.data_format, config.cache_dir,
+                                 use_ray=True, show_progress=show_progress)
+    return SampleSource(folder, images, spec.sample_shape(config.data_format), np.uint8)
+
+
+def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dict:
+    """Run every test of the config; returns the results dict (also written as results.json)."""
+    connect(config)
+    check_placement(config)
+    source = prepare_samples(config, images, show_progress)
+    output = Path(config.output)
+    results: dict = {"notes": list(config.notes), "tests": [], "setup": _setup(config)}
+    batch_ids = batch_id_counter()
+    with WorkerPool(config) as pool:
+        results["setup"]["worker_details"] = pool.descriptions
+        settings = loadgen_bridge.build_settings(config)
+        for mode in config.modes:
+            test_dir = output if len(config.modes) == 1 else output / mode
+            outcome = run_test(config, pool, settings, mode, images, source, test_dir, batch_ids)
+            results["tests"].append(outcome)
+            if outcome.get("error"):
+                break
+    results["results_file"] = str(output / "results.json")
+    write_results(results, output)
+    return results
+
+
+def _setup(config: RunConfig) -> dict:
+    return {"model": config.model, "backend": config.backend, "dataset": config.dataset,
+            "data_format": config.data_format, "profile": config.profile,
+            "model_name": config.model_name, "scenario": config.scenario,
+            "max_batchsize": config.max_batchsize, "workers": config.num_workers,
+            "gpus": config.gpus, "device": config.device}
+
+
+def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: ImageList,
+             source: SampleSource, test_dir: Path, batch_ids) -> dict:
+    ledger = CompletionLedger()
+    completer = Completer(ledger, loadgen_bridge.complete_samples, pool.send)
+    timeout_s = config.server_batch_timeout_s or server_batch_timeout_s(
+        settings.server_target_latency_ns)
+    dispatcher = Dispatcher(config.scenario, config.max_batchsize, ledger, pool.send, completer,
+                            pool.live_workers(), batch_ids, timeout_s)
+    # Payload bytes travel back only when LoadGen logs them: accuracy mode, or an audit
+    # (compliance) config that samples the accuracy log during a performance run.
+    pool.broadcast("set_payloads", mode == "accuracy" or bool(config.audit_conf))
+    shared = SharedSamples(pool, source, len(images))
+    performance_count = min(len(images), config.performance_sample_count
+                            or settings.performance_sample_count_override or 1024)
+    completion = CompletionLoop(pool, completer).start()
+    watchdog = _AbortWatchdog(completer, test_dir)
+    dispatcher.start()
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        loadgen_bridge.run_test(settings, mode, len(images), performance_count,
+                                dispatcher.issue, dispatcher.flush, shared.load, shared.unload,
+                                str(test_dir), trace=config.debug, audit_conf=config.audit_conf)
+    finally:
+        watchdog.stop()
+        dispatcher.stop()
+        completion.stop()
+        shared.unload()
+    outcome = summarize_test(config.scenario, mode, test_dir)
+    outcome["wall_seconds"] = round(time.monotonic() - started, 3)
+    outcome["retried_batches"] = completer.retried_batches
+    if pool.lost_workers:
+        outcome["faults"] = [f"{worker}: {why}" for worker, why in pool.lost_workers]
+    if completer.abort_reason:
+        outcome["error"] = completer.abort_reason
+    elif mode == "accuracy":
+        outcome["accuracy"] = score_test(config, images, test_dir)
+    return outcome
+
+
+def score_test(config: RunConfig, images: ImageList, test_dir: Path) -> dict:
+    """Score the accuracy log the way scripts/accuracy_imagenet.py does, and print its line."""
+    log_path = Path(test_dir) / "mlperf_log_accuracy.json"
+    labels = list(zip(images.files, images.labels.tolist()))
+    top1 = score_imagenet(read_accuracy_log(log_path), labels)
+    print(top1.line(), flush=True)
+    return {"accuracy_percent": top1.percent, "good": top1.good, "total": top1.total,
+            "duplicates_ignored": top1.duplicates, "accuracy_log": str(log_path)}
+
+
+class _AbortWatchdog:
+    """Ends the process if LoadGen has not returned ABORT_GRACE_S after an abort."""
+
+    def __init__(self, completer: Completer, test_dir: Path) -> None:
+        self._completer = completer
+        self._test_dir = test_dir
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="abort-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            if self._completer.aborted:
+                if self._stop.wait(ABORT_GRACE_S):
+                    return
+                write_results({"tests": [{"error": self._completer.abort_reason,
+                                          "note": "LoadGen did not return after the abort"}]},
+                              self._test_dir)
+                print(f"\nFAILED: {self._completer.abort_reason}\nLoadGen did not return "
+                      f"{ABORT_GRACE_S:.0f} s after the abort; exiting.", flush=True)
+                os._exit(EXIT_ABORTED)
+
+
+def print_summary(results: dict) -> None:
+    print(format_summary(results), flush=True)

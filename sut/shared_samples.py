@@ -1,0 +1,43 @@
+"""LoadGen's QSL load/unload: the loaded samples live once in Ray's object store.
+
+load_query_samples reads the requested samples from the pre-processed cache into one contiguous
+array and `ray.put`s it once; every worker receives the same object, which Ray maps read-only
+from shared memory on each node, so memory does not grow with the number of workers.
+LoadGen calls these on its own thread, before issuing queries and after the last completion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets.cache import SampleSource
+
+
+class SharedSamples:
+    def __init__(self, pool, source: SampleSource, total_count: int) -> None:
+        self._pool = pool
+        self._source = source
+        self._total = total_count
+        self._ref = None
+        self.loaded_count = 0
+        self.loaded_bytes = 0
+
+    def load(self, indices: list[int]) -> None:
+        import ray
+
+        array = self._source.read(indices)
+        row_of_index = np.full(self._total, -1, dtype=np.int64)
+        row_of_index[np.asarray(indices, dtype=np.int64)] = np.arange(len(indices))
+        self._ref = ray.put(array)
+        self.loaded_count, self.loaded_bytes = len(indices), array.nbytes
+        del array  # the object store holds the only copy now
+        self._pool.broadcast("set_samples", self._ref, row_of_index, self._source.normalized)
+
+    def unload(self, indices: list[int] | None = None) -> None:
+        if self._ref is None:
+            return
+        try:
+            self._pool.broadcast("clear_samples")
+        finally:
+            self._ref = None
+            self.loaded_count = self.loaded_bytes = 0
