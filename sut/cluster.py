@@ -64,8 +64,8 @@ def check_placement(config: RunConfig) -> None:
 def threads_per_worker(config: RunConfig) -> int:
     if config.threads:
         return config.threads
-    if config.gpus:
-        return 1
+    if config.device == "gpu":
+        return 1  # the device does the work; one host thread feeds it
     return max(1, available_cpus() // config.num_workers)
 
 
@@ -108,7 +108,9 @@ class WorkerPool:
             inputs=config.inputs, outputs=config.outputs, layout=config.data_format,
             sample_shape=spec.sample_shape(config.data_format), device=config.device,
             threads=threads)
-        resources = {"num_gpus": 1, "num_cpus": 1} if config.gpus else {"num_cpus": threads}
+        resources = {"num_cpus": threads}
+        if config.gpus:
+            resources["num_gpus"] = 1
         actor_class = ray.remote(WorkerActor)
         for rank in range(config.num_workers):
             worker_id = f"worker-{rank}"

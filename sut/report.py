@@ -78,7 +78,7 @@ def format_summary(results: dict) -> str:
             shown = (f"{value:,.2f}" if isinstance(value, float) else f"{value}")
             lines.append(f"{head} {test.get('result')}  {test.get('metric')} = {shown} "
                          f"{test.get('unit')}")
-            latency = test.get("latency_ns", {})
+            latency = test.get("latency_ns", {}) if test["scenario"] != "Offline" else {}
             picks = [k for k in ("50.00_percentile_latency_ns", "90.00_percentile_latency_ns",
                                  "99.00_percentile_latency_ns") if k in latency]
             if picks:

@@ -1,0 +1,122 @@
+"""Shared fixtures: one local Ray instance per test session, known-answer sets, a CLI runner.
+
+Integration tests run the real CLI (`python -m sut`) in a subprocess joined to the session's Ray
+instance with --address: LoadGen applies its built-in rules only once per process, so every run
+gets a process of its own, as a user's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import known_answer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Short LoadGen runs: tests check behaviour, not speed.
+SHORT_USER_CONF = """\
+*.Offline.min_duration = 500
+*.Offline.min_query_count = 48
+*.Offline.target_qps = 100
+*.Server.min_duration = 1000
+*.Server.min_query_count = 40
+*.Server.target_qps = 40
+*.SingleStream.min_duration = 300
+*.SingleStream.min_query_count = 16
+*.MultiStream.min_duration = 300
+*.MultiStream.min_query_count = 8
+"""
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def short_user_conf(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("conf") / "user.conf"
+    path.write_text(SHORT_USER_CONF)
+    return path
+
+
+@dataclass(frozen=True)
+class KnownAnswerSet:
+    dataset_path: Path
+    lines: list  # (file, label) in QSL order
+
+    def model(self, folder: Path, recipe: str, layout: str, **options) -> Path:
+        """A known-answer model for this set, built from the SPEC's pre-processing `recipe`."""
+        tensors = [known_answer.spec_preprocess(self.dataset_path / name, recipe, layout)
+                   for name, _ in self.lines]
+        labels = [label for _, label in self.lines]
+        tag = "-".join([recipe, layout] + [f"{k}={v}" for k, v in sorted(options.items())])
+        path = folder / f"known_{tag}.onnx".replace(":", "_").replace("/", "_")
+        if not path.exists():
+            known_answer.build_model(path, tensors, labels, layout, **options)
+        return path
+
+
+@pytest.fixture(scope="session")
+def known_set(tmp_path_factory) -> KnownAnswerSet:
+    folder = tmp_path_factory.mktemp("known_images")
+    lines = known_answer.write_images(folder, 16, seed=7)
+    return KnownAnswerSet(folder, lines)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    output: Path
+
+    def results(self) -> dict:
+        return json.loads((self.output / "results.json").read_text())
+
+    def accuracy_log(self, mode_folder: str = "") -> list[dict]:
+        return json.loads((self.output / mode_folder / "mlperf_log_accuracy.json").read_text())
+
+
+@pytest.fixture
+def run_cli(tmp_path, ray_address, cache_dir):
+    """Run `python -m sut` joined to the session's Ray; returns a CliRun."""
+
+    def run(*args: str, timeout: float = 300, join_ray: bool = True) -> CliRun:
+        output = tmp_path / "output"
+        command = [sys.executable, "-m", "sut", "--output", str(output),
+                   "--cache_dir", str(cache_dir)]
+        if join_ray:
+            command += ["--address", ray_address]
+        command += list(args)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              cwd=tmp_path, env=env)
+        return CliRun(done.returncode, done.stdout, done.stderr, output)
+
+    return run

@@ -1,0 +1,156 @@
+"""The whole pipeline through the real CLI on a local Ray instance, with known-answer models.
+
+A known-answer model recognises each test image only if the harness fed it exactly the tensor
+the SPEC prescribes (see known_answer.py), so 100 % top-1 here means pre-processing, layout,
+batching, result order and every single sample were right.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+SCENARIOS = ["Offline", "Server", "SingleStream", "MultiStream"]
+
+
+def assert_each_sample_once(entries: list[dict], count: int) -> None:
+    indices = sorted(entry["qsl_idx"] for entry in entries)
+    assert indices == list(range(count)), "every qsl index exactly once"
+    assert len({entry["seq_id"] for entry in entries}) == len(entries)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_known_answer_scores_100_percent_in_every_scenario(
+        scenario, run_cli, known_set, model_dir, short_user_conf):
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", scenario,
+                  "--accuracy", "--max-batchsize", "4", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    assert_each_sample_once(run.accuracy_log(), 16)
+    accuracy = run.results()["tests"][0]["accuracy"]
+    assert (accuracy["good"], accuracy["total"]) == (16, 16)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_performance_run_reports_a_loadgen_result_in_every_scenario(
+        scenario, run_cli, known_set, model_dir, short_user_conf):
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", scenario,
+                  "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    test = run.results()["tests"][0]
+    assert test["mode"] == "performance"
+    assert test["result"] in ("VALID", "INVALID")
+    assert test["value"] and test["value"] > 0
+    assert (run.output / "mlperf_log_summary.txt").is_file()
+    assert "Run summary" in run.stdout
+    # Performance mode sends no payload bytes back, so LoadGen logs no accuracy entries.
+    assert run.accuracy_log() == []
+
+
+def test_nhwc_profile_feeds_nhwc_batches(run_cli, known_set, model_dir, short_user_conf):
+    """resnet50-tf's layout rule (NHWC, label offset -1) with an NHWC ONNX model."""
+    model = known_set.model(model_dir, "vgg", "NHWC")
+    run = run_cli("--profile", "resnet50-tf", "--backend", "onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
+                  "--accuracy", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+
+
+def test_mobilenet_profile_uses_mobilenet_preprocessing_and_argmax_of_scores(
+        run_cli, known_set, model_dir, short_user_conf):
+    model = known_set.model(model_dir, "mobilenet", "NCHW", kind="scores",
+                            output_name="MobilenetV1/Predictions/Reshape_1:0")
+    run = run_cli("--profile", "mobilenet-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Server",
+                  "--accuracy", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+
+
+@pytest.mark.parametrize("wrong, expected_good", [
+    ({"recipe": "vgg_linear"}, 0),  # INTER_LINEAR instead of INTER_AREA
+    ({"recipe": "bgr"}, 3),  # BGR order: only the 3 grayscale images look the same
+    ({"recipe": "vgg", "symbolic_shape": True, "layout": "NHWC"}, 0),  # other layout
+])
+def test_known_answer_drops_when_the_pipeline_differs_from_the_spec(
+        wrong, expected_good, run_cli, known_set, model_dir, short_user_conf):
+    """The same check must fail for a pipeline that deviates: here the model expects the
+    deviation, which is the same as the harness committing it."""
+    options = dict(wrong)
+    recipe, layout = options.pop("recipe"), options.pop("layout", "NCHW")
+    model = known_set.model(model_dir, recipe, layout, **options)
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
+                  "--accuracy", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"good={expected_good}, total=16" in run.stdout
+
+
+def test_one_wrong_sample_costs_exactly_one(run_cli, known_set, model_dir, short_user_conf,
+                                            tmp_path):
+    """A val_map with one label changed: the score must show exactly that one sample."""
+    import shutil
+
+    dataset = tmp_path / "one_wrong"
+    shutil.copytree(known_set.dataset_path, dataset)
+    lines = (dataset / "val_map.txt").read_text().splitlines()
+    name, label = lines[5].split()
+    lines[5] = f"{name} {(int(label) + 1) % 1000}"
+    (dataset / "val_map.txt").write_text("\n".join(lines) + "\n")
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(dataset), "--scenario", "Offline", "--accuracy",
+                  "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=93.750%, good=15, total=16" in run.stdout
+
+
+def test_several_workers_on_logical_gpus_run_backends_on_cpu(
+        run_cli, known_set, model_dir, short_user_conf):
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
+                  "--accuracy", "--gpus", "2", "--device", "cpu", "--max-batchsize", "2",
+                  "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    results = run.results()
+    workers = results["setup"]["worker_details"]
+    assert sorted(w["worker_id"] for w in workers) == ["worker-0", "worker-1"]
+    assert all(w["providers"] == ["CPUExecutionProvider"] for w in workers)
+
+
+def test_cpu_worker_pool(run_cli, known_set, model_dir, short_user_conf):
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Server",
+                  "--accuracy", "--workers", "2", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    assert len(run.results()["setup"]["worker_details"]) == 2
+
+
+def test_count_limits_the_dataset_and_scores_only_those(
+        run_cli, known_set, model_dir, short_user_conf):
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
+                  "--accuracy", "--count", "5", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=5, total=5" in run.stdout
+    assert_each_sample_once(run.accuracy_log(), 5)
+
+
+def test_null_backend_runs_the_harness_without_inference(run_cli, known_set, short_user_conf):
+    run = run_cli("--profile", "resnet50-onnxruntime", "--backend", "null", "--model", "none",
+                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
+                  "--accuracy", "--user_conf", str(short_user_conf))
+    assert run.returncode == 0, run.stderr[-3000:]
+    entries = run.accuracy_log()
+    assert_each_sample_once(entries, 16)
+    # Well-formed payloads: class id 0 minus the offset, as float32.
+    assert {entry["data"] for entry in entries} == {"000080BF"}
