@@ -18,6 +18,7 @@ from actors.backends import BackendOptions, create_backend
 from actors.batch_queue import QUEUE_CLOSED
 from actors.messages import Batch, BatchFailure, BatchResult
 from datasets.registry import get_dataset
+from sut.errors import ConfigError
 
 
 class InferenceWorker:
@@ -93,7 +94,23 @@ def _with_null_outputs(options: BackendOptions, make_outputs) -> BackendOptions:
 
 class WorkerActor(InferenceWorker):
     """The worker as a Ray actor. Create it with max_concurrency >= 2: `serve` runs for the
-    whole session on one thread while `set_samples` and friends arrive on another."""
+    whole session on one thread while `set_samples` and friends arrive on another.
+
+    A ConfigError while building the backend (bad model, missing CUDA) does not kill the actor:
+    `describe` reports it, so the driver can show the user the message without a traceback.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.startup_error: str | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        except ConfigError as error:
+            self.startup_error = str(error)
+
+    def describe(self) -> dict:
+        if self.startup_error is not None:
+            return {"startup_error": self.startup_error}
+        return super().describe()
 
     def serve(self, queue, aggregator, poll_timeout_s: float = 1.0) -> int:
         """Pull, infer, push until the queue closes. Returns the number of batches served.

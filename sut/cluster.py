@@ -132,9 +132,13 @@ class WorkerPool:
             done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
             for ref in done:
                 try:
-                    self.descriptions.append(ray.get(ref))
-                except Exception as error:
-                    raise _unwrap_config_error(error) from None
+                    description = ray.get(ref)
+                except Exception as error:  # the actor died while starting
+                    raise RunFailed(f"worker {refs[ref]} failed to start: "
+                                    f"{str(error).strip().splitlines()[-1]}") from None
+                if "startup_error" in description:
+                    raise ConfigError(description["startup_error"])
+                self.descriptions.append(description)
             if pending and time.monotonic() - started > self.ready_timeout_s:
                 raise RunFailed(f"{len(pending)} worker(s) not ready after "
                                 f"{self.ready_timeout_s:.0f} s: Ray cannot place them "
@@ -196,14 +200,3 @@ class WorkerPool:
         self.serving.clear()
         self.queue = self.aggregator = None
 
-
-def _unwrap_config_error(error: Exception) -> Exception:
-    """Ray wraps an actor's constructor error; give the user the original message."""
-    cause = getattr(error, "cause", None)
-    while cause is not None and getattr(cause, "cause", None) is not None:
-        cause = cause.cause
-    if isinstance(cause, ConfigError):
-        return ConfigError(str(cause))
-    if isinstance(error, ConfigError):
-        return ConfigError(str(error).strip().splitlines()[-1])
-    return RunFailed(f"a worker failed to start: {cause or error}")

@@ -17,12 +17,17 @@ log = logging.getLogger(__name__)
 
 _DRAIN_WAIT_S = 0.2
 _WORKER_CHECK_EVERY_S = 0.5
+# Samples outstanding and not one result for this long: something is lost; end the run.
+STALL_TIMEOUT_S = 600.0
 
 
 class CompletionLoop:
-    def __init__(self, pool, completer: Completer) -> None:
+    def __init__(self, pool, completer: Completer, ledger,
+                 stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
         self._pool = pool
         self._completer = completer
+        self._ledger = ledger
+        self._stall_timeout_s = stall_timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="completion", daemon=True)
         self.error: BaseException | None = None
@@ -42,16 +47,28 @@ class CompletionLoop:
         # Two drains in flight: while one batch of results is being completed, the next is
         # already on its way.
         in_flight = [aggregator.drain.remote(_DRAIN_WAIT_S), aggregator.drain.remote(_DRAIN_WAIT_S)]
-        last_check = time.monotonic()
+        last_check = last_progress = time.monotonic()
         try:
             while not self._stop.is_set():
                 items = ray.get(in_flight.pop(0))
                 in_flight.append(aggregator.drain.remote(_DRAIN_WAIT_S))
                 for item in items:
                     self._completer.handle(item)
-                if time.monotonic() - last_check >= _WORKER_CHECK_EVERY_S:
-                    last_check = time.monotonic()
+                now = time.monotonic()
+                if items or not self._ledger.outstanding_batches():
+                    last_progress = now
+                elif now - last_progress > self._stall_timeout_s and not self._completer.aborted:
+                    self._completer.abort(f"no result for {self._stall_timeout_s:.0f} s with "
+                                          f"{self._ledger.outstanding_samples()} samples "
+                                          "outstanding")
+                if now - last_check >= _WORKER_CHECK_EVERY_S:
+                    last_check = now
                     self._check_workers()
+            # Collect the drains still in flight: left pending at the aggregator, they would
+            # swallow the results of the next test.
+            for ref in in_flight:
+                for item in ray.get(ref):
+                    self._completer.handle(item)
         except BaseException as error:  # noqa: BLE001 - any failure here must end the run
             self.error = error
             self._completer.abort(f"the completion path failed: {type(error).__name__}: {error}")

@@ -92,7 +92,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     shared = SharedSamples(pool, source, len(images))
     performance_count = min(len(images), config.performance_sample_count
                             or settings.performance_sample_count_override or 1024)
-    completion = CompletionLoop(pool, completer).start()
+    completion = CompletionLoop(pool, completer, ledger).start()
     watchdog = _AbortWatchdog(completer, test_dir)
     dispatcher.start()
     watchdog.start()

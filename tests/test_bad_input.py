@@ -1,0 +1,185 @@
+"""Bad input fails before LoadGen starts, with a message naming the file or flag and the fix.
+
+These call the CLI in-process (sut.cli.main) on the session's Ray instance: a run that fails
+before LoadGen never builds LoadGen settings, so it can share the test process.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from sut.cli import EXIT_BAD_INPUT, main
+
+
+@pytest.fixture
+def cli(tmp_path, ray_address, cache_dir, capsys):
+    """Run main() in-process; return (exit code, stderr). Asserts LoadGen never started."""
+
+    def call(*args: str):
+        output = tmp_path / "out"
+        code = main(["--output", str(output), "--cache_dir", str(cache_dir), *args])
+        assert not (output / "mlperf_log_detail.txt").exists(), "LoadGen must not have started"
+        return code, capsys.readouterr().err
+
+    return call
+
+
+@pytest.fixture
+def good_args(known_set, model_dir):
+    model = known_set.model(model_dir, "vgg", "NCHW")
+    return ["--profile", "resnet50-onnxruntime", "--model", str(model),
+            "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline"]
+
+
+def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+def test_missing_model_file(cli, good_args, tmp_path):
+    code, err = cli(*replace_flag(good_args, "--model", str(tmp_path / "nope.onnx")))
+    assert code == EXIT_BAD_INPUT
+    assert "nope.onnx" in err and "no such file" in err
+
+
+def test_file_that_is_not_an_onnx_model(cli, good_args, tmp_path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"this is not a protobuf")
+    code, err = cli(*replace_flag(good_args, "--model", str(bogus)))
+    assert code == EXIT_BAD_INPUT
+    assert str(bogus) in err and "cannot load" in err
+
+
+def test_input_name_not_in_the_model(cli, good_args):
+    code, err = cli(*good_args, "--inputs", "image:0")
+    assert code == EXIT_BAD_INPUT
+    assert "has no input 'image:0'" in err and "input_tensor:0" in err and "--inputs" in err
+
+
+def test_output_name_not_in_the_model(cli, good_args):
+    code, err = cli(*good_args, "--outputs", "softmax_tensor:0")
+    assert code == EXIT_BAD_INPUT
+    assert "softmax_tensor:0" in err and "ArgMax:0" in err and "--outputs" in err
+
+
+def test_model_layout_does_not_match_the_profile(cli, good_args, known_set, model_dir):
+    nhwc_model = known_set.model(model_dir, "vgg", "NHWC")
+    code, err = cli(*replace_flag(good_args, "--model", str(nhwc_model)))
+    assert code == EXIT_BAD_INPUT
+    assert "[N, 224, 224, 3]" in err.replace("'N'", "N") and "--data-format NHWC" in err
+
+
+def test_missing_dataset_folder(cli, good_args, tmp_path):
+    code, err = cli(*replace_flag(good_args, "--dataset-path", str(tmp_path / "no_such_dir")))
+    assert code == EXIT_BAD_INPUT
+    assert "no_such_dir" in err and "--dataset-path" in err
+
+
+def test_missing_val_map(cli, good_args, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, err = cli(*replace_flag(good_args, "--dataset-path", str(tmp_path / "empty")))
+    assert code == EXIT_BAD_INPUT
+    assert "val_map.txt" in err and "--dataset-list" in err
+
+
+def test_val_map_names_a_missing_image(cli, good_args, known_set, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text((known_set.dataset_path / "val_map.txt").read_text()
+                       + "not_there.JPEG 3\n")
+    code, err = cli(*good_args, "--dataset-list", str(listing))
+    assert code == EXIT_BAD_INPUT
+    assert "not_there.JPEG" in err and "do not exist" in err
+
+
+def test_unreadable_image(cli, good_args, known_set, tmp_path):
+    import shutil
+
+    dataset = tmp_path / "broken"
+    shutil.copytree(known_set.dataset_path, dataset)
+    (dataset / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with open(dataset / "val_map.txt", "a") as handle:
+        handle.write("corrupt.jpg 1\n")
+    code, err = cli(*replace_flag(good_args, "--dataset-path", str(dataset)))
+    assert code == EXIT_BAD_INPUT
+    assert "corrupt.jpg" in err and "cannot read image" in err
+
+
+def test_malformed_val_map_line(cli, good_args, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("img_000.jpg not-a-label\n")
+    code, err = cli(*good_args, "--dataset-list", str(listing))
+    assert code == EXIT_BAD_INPUT
+    assert "list.txt:1" in err
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--profile", "resnet51-onnxruntime", "unknown --profile 'resnet51-onnxruntime'"),
+    ("--backend", "caffe", "unknown --backend 'caffe'"),
+    ("--scenario", "Batch", "unknown --scenario 'Batch'"),
+    ("--dataset", "imagenet-21k", "unknown --dataset 'imagenet-21k'"),
+    ("--data-format", "CHWN", "--data-format 'CHWN'"),
+])
+def test_unknown_names_list_the_choices(cli, good_args, flag, value, expected):
+    args = replace_flag(good_args, flag, value) if flag in good_args else [*good_args, flag, value]
+    code, err = cli(*args)
+    assert code == EXIT_BAD_INPUT
+    assert expected in err and "choose one of" in err
+
+
+def test_backend_not_implemented_yet_says_what_is(cli, good_args):
+    code, err = cli(*good_args, "--backend", "tensorflow")
+    assert code == EXIT_BAD_INPUT
+    assert "not implemented" in err and "onnxruntime" in err
+
+
+def test_more_gpus_than_ray_sees(cli, good_args):
+    code, err = cli(*good_args, "--gpus", "64", "--device", "cpu")
+    assert code == EXIT_BAD_INPUT
+    assert "--gpus 64" in err and "Ray sees 4 GPU(s)" in err
+
+
+def test_gpu_device_without_gpus(cli, good_args):
+    code, err = cli(*good_args, "--device", "gpu")
+    assert code == EXIT_BAD_INPUT
+    assert "--device gpu needs --gpus" in err
+
+
+def test_gpu_device_without_cuda_fails_in_the_worker_before_loadgen(cli, good_args):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    code, err = cli(*good_args, "--gpus", "1")
+    assert code == EXIT_BAD_INPUT
+    assert "--device gpu" in err and "CUDA" in err
+
+
+def test_missing_user_conf(cli, good_args, tmp_path):
+    code, err = cli(*good_args, "--user_conf", str(tmp_path / "user.conf"))
+    assert code == EXIT_BAD_INPUT
+    assert "--user_conf" in err and "user.conf" in err
+
+
+def test_gpus_and_workers_together(cli, good_args):
+    code, err = cli(*good_args, "--gpus", "1", "--workers", "2")
+    assert code == EXIT_BAD_INPUT
+    assert "exclusive" in err
+
+
+def test_only_one_of_model_and_dataset_path(cli, known_set):
+    code, err = cli("--dataset-path", str(known_set.dataset_path))
+    assert code == EXIT_BAD_INPUT
+    assert "--model and --dataset-path" in err
+
+
+def test_hugging_face_datasets_in_the_way_is_named(cli, good_args, monkeypatch):
+    impostor = types.ModuleType("datasets")
+    impostor.__file__ = "/site-packages/datasets/__init__.py"
+    monkeypatch.setitem(sys.modules, "datasets", impostor)
+    code, err = cli(*good_args)
+    assert code == EXIT_BAD_INPUT
+    assert "Hugging Face" in err and "/site-packages/datasets" in err

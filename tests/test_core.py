@@ -1,0 +1,227 @@
+"""The plain-Python core, driven without Ray or LoadGen: batching, bookkeeping, queue, results."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from actors.aggregator import ResultCollector, SeenIds
+from actors.batch_queue import LeasedBatchQueue
+from actors.messages import Batch, BatchFailure, BatchResult
+from sut.batching import DynamicBatcher, server_batch_timeout_s, split_into_batches
+from sut.dispatch import Completer, Dispatcher
+from sut.ledger import CompletionLedger
+
+
+def make_batch(batch_id: int, indices) -> Batch:
+    indices = np.asarray(indices, dtype=np.int64)
+    return Batch(batch_id, (indices + 1000).astype(np.uint64), indices)
+
+
+# --- batching ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("count, size", [(1, 1), (7, 3), (32, 32), (33, 32), (100, 7)])
+def test_split_into_batches_keeps_every_sample_once_in_order(count, size):
+    ids = np.arange(count, dtype=np.uint64) + 5
+    indices = np.arange(count, dtype=np.int64)[::-1].copy()
+    batches = split_into_batches(ids, indices, size)
+    assert all(0 < len(b_ids) <= size for b_ids, _ in batches)
+    assert np.concatenate([b for b, _ in batches]).tolist() == ids.tolist()
+    assert np.concatenate([i for _, i in batches]).tolist() == indices.tolist()
+
+
+def test_dynamic_batcher_emits_full_batches_at_once():
+    batcher = DynamicBatcher(max_batchsize=3, timeout_s=10)
+    full = batcher.add(range(7), range(100, 107), now=0.0)
+    assert [b[0].tolist() for b in full] == [[0, 1, 2], [3, 4, 5]]
+    assert [b[1].tolist() for b in full] == [[100, 101, 102], [103, 104, 105]]
+    assert batcher.pending() == 1
+
+
+def test_dynamic_batcher_holds_a_partial_batch_until_its_timeout():
+    batcher = DynamicBatcher(max_batchsize=8, timeout_s=0.5)
+    batcher.add([1], [11], now=10.0)
+    batcher.add([2], [12], now=10.3)
+    assert batcher.deadline() == pytest.approx(10.5)  # from the oldest sample
+    assert batcher.take_due(now=10.4) is None
+    due = batcher.take_due(now=10.5)
+    assert due[0].tolist() == [1, 2] and due[1].tolist() == [11, 12]
+    assert batcher.take_due(now=99.0) is None and batcher.deadline() is None
+
+
+def test_dynamic_batcher_flushes_early_for_an_idle_worker_or_when_forced():
+    batcher = DynamicBatcher(max_batchsize=8, timeout_s=100)
+    batcher.add([1], [1], now=0.0)
+    assert batcher.take_due(now=0.0, idle_worker=True)[0].tolist() == [1]
+    batcher.add([2], [2], now=0.0)
+    assert batcher.take_due(now=0.0, force=True)[0].tolist() == [2]
+
+
+def test_server_batch_timeout_is_a_tenth_of_the_bound():
+    assert server_batch_timeout_s(15_000_000) == pytest.approx(0.0015)
+
+
+# --- ledger and completer ---------------------------------------------------------------------
+
+class Recorder:
+    """Stands in for LoadGen's QuerySamplesComplete: records each response id."""
+
+    def __init__(self) -> None:
+        self.completed: list[int] = []
+        self.payloads: dict[int, bytes | None] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, batch, data, offsets) -> None:
+        with self.lock:
+            for i, response_id in enumerate(batch.response_ids.tolist()):
+                self.completed.append(response_id)
+                self.payloads[response_id] = (None if data is None else
+                                              data[offsets[i]:offsets[i + 1]].tobytes())
+
+
+def test_ledger_completes_each_batch_once():
+    ledger = CompletionLedger()
+    ledger.record([make_batch(1, [0, 1]), make_batch(2, [2])])
+    assert ledger.outstanding_samples() == 3
+    assert ledger.complete(1).sample_indices.tolist() == [0, 1]
+    assert ledger.complete(1) is None  # a second answer finds nothing
+    assert ledger.complete(99) is None
+    with pytest.raises(ValueError):
+        ledger.record([make_batch(2, [5])])
+    assert [b.batch_id for b in ledger.close_all()] == [2]
+    assert ledger.wait_until_empty(0.01)
+
+
+def test_completer_completes_exactly_once_despite_duplicate_results():
+    ledger, recorder, resent = CompletionLedger(), Recorder(), []
+    completer = Completer(ledger, recorder, resent.extend)
+    batches = [make_batch(i, [2 * i, 2 * i + 1]) for i in range(4)]
+    ledger.record(batches)
+    payload = np.arange(8, dtype=np.uint8)
+    for batch_id in [2, 0, 2, 1, 3, 0]:
+        completer.handle(BatchResult(batch_id, "w", payload, np.array([0, 4, 8])))
+    assert sorted(recorder.completed) == sorted(int(i) for b in batches for i in b.response_ids)
+    assert recorder.payloads[1000] == bytes([0, 1, 2, 3])
+    assert recorder.payloads[1001] == bytes([4, 5, 6, 7])
+
+
+def test_completer_retries_a_failed_batch_then_aborts_and_closes_everything_out():
+    ledger, recorder, resent = CompletionLedger(), Recorder(), []
+    completer = Completer(ledger, recorder, resent.extend, max_attempts=2)
+    ledger.record([make_batch(0, [0]), make_batch(1, [1, 2])])
+    completer.handle(BatchFailure(0, "w", "boom"))
+    assert [b.batch_id for b in resent] == [0] and not completer.aborted
+    completer.handle(BatchFailure(0, "w", "boom again"))
+    assert completer.aborted and "batch 0 failed 2 times" in completer.abort_reason
+    # Every outstanding sample is answered (empty) so LoadGen can return.
+    assert sorted(recorder.completed) == [1000, 1001, 1002]
+    assert set(recorder.payloads.values()) == {None}
+
+
+def test_failure_for_a_batch_already_answered_is_ignored():
+    ledger, recorder, resent = CompletionLedger(), Recorder(), []
+    completer = Completer(ledger, recorder, resent.extend)
+    ledger.record([make_batch(0, [0])])
+    completer.handle(BatchResult(0, "w"))
+    completer.handle(BatchFailure(0, "other", "late failure of a retried copy"))
+    assert recorder.completed == [1000] and not resent and not completer.aborted
+
+
+def make_dispatcher(scenario, max_batchsize, workers=1, timeout_s=0.05):
+    ledger, recorder, sent = CompletionLedger(), Recorder(), []
+    completer = Completer(ledger, recorder, sent.extend)
+    dispatcher = Dispatcher(scenario, max_batchsize, ledger, sent.extend, completer, workers,
+                            itertools.count(), timeout_s)
+    return dispatcher, ledger, completer, recorder, sent
+
+
+def test_offline_query_becomes_batches_recorded_before_sending():
+    dispatcher, ledger, _, _, sent = make_dispatcher("Offline", 4)
+    dispatcher.issue(np.arange(10, dtype=np.uint64), np.arange(10, dtype=np.int64))
+    assert [len(b) for b in sent] == [4, 4, 2]
+    assert [b.batch_id for b in sent] == [0, 1, 2]
+    assert ledger.outstanding_samples() == 10
+
+
+def test_server_dispatch_sends_at_once_to_an_idle_worker_then_batches_under_load():
+    dispatcher, ledger, completer, _, sent = make_dispatcher("Server", 4, workers=1,
+                                                             timeout_s=60)
+    dispatcher.start()
+    try:
+        dispatcher.issue(np.array([1], np.uint64), np.array([1]))  # worker idle: goes at once
+        assert [len(b) for b in sent] == [1]
+        for i in range(2, 7):  # worker busy: samples gather into a batch of 4 (+1 pending)
+            dispatcher.issue(np.array([i], np.uint64), np.array([i]))
+        assert [len(b) for b in sent] == [1, 4]
+        completer.handle(BatchResult(sent[0].batch_id, "w"))
+        completer.handle(BatchResult(sent[1].batch_id, "w"))  # idle again: the 1 pending goes
+        assert [len(b) for b in sent] == [1, 4, 1]
+        sent_ids = [int(i) for b in sent for i in b.response_ids]
+        assert sent_ids == list(range(1, 7))
+    finally:
+        dispatcher.stop()
+
+
+def test_server_partial_batch_leaves_after_the_timeout():
+    dispatcher, ledger, _, _, sent = make_dispatcher("Server", 8, workers=1, timeout_s=0.05)
+    dispatcher.start()
+    try:
+        ledger.record([make_batch(10_000, [0])])  # keep the one worker busy
+        dispatcher.issue(np.array([1, 2], np.uint64), np.array([1, 2]))
+        assert sent == []
+        deadline = time.monotonic() + 2
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [b.response_ids.tolist() for b in sent] == [[1, 2]]
+    finally:
+        dispatcher.stop()
+
+
+def test_after_an_abort_new_samples_are_answered_at_once():
+    dispatcher, ledger, completer, recorder, sent = make_dispatcher("Offline", 4)
+    completer.abort("test")
+    dispatcher.issue(np.array([7, 8], np.uint64), np.array([0, 1]))
+    assert sent == [] and sorted(recorder.completed) == [7, 8]
+
+
+# --- queue and aggregator ---------------------------------------------------------------------
+
+def test_queue_leases_until_ack_and_returns_a_dead_workers_batches_first():
+    queue = LeasedBatchQueue()
+    queue.put([make_batch(i, [i]) for i in range(5)])
+    assert queue.take("a").batch_id == 0
+    assert queue.take("b").batch_id == 1
+    assert queue.take("a").batch_id == 2
+    queue.ack("a", [0])
+    assert queue.leased_count() == 2
+    assert queue.release_worker("a") == [2]
+    assert [queue.take("b").batch_id for _ in range(3)] == [2, 3, 4]
+    assert queue.take("b") is None
+    queue.close()
+    with pytest.raises(RuntimeError):
+        queue.put([make_batch(9, [9])])
+
+
+def test_seen_ids_stays_small_for_in_order_ids():
+    seen = SeenIds()
+    for value in [0, 2, 1, 3, 5]:
+        assert seen.add(value)
+    assert not seen.add(2) and not seen.add(5)
+    assert 4 not in seen and 3 in seen
+    assert seen._above == {5}
+
+
+def test_result_collector_drops_a_second_result_for_a_batch():
+    collector = ResultCollector()
+    assert collector.submit(BatchResult(0, "a", infer_seconds=0.5))
+    assert not collector.submit(BatchResult(0, "b"))
+    assert collector.submit(BatchFailure(1, "b", "error"))
+    ready = collector.take_ready()
+    assert [type(item).__name__ for item in ready] == ["BatchResult", "BatchFailure"]
+    assert collector.take_ready() == []
+    stats = collector.stats()
+    assert stats["duplicates_dropped"] == 1 and stats["batches_by_worker"] == {"a": 1}

@@ -1,0 +1,76 @@
+"""The tables (profiles, datasets, backends) and the precedence that resolves a run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from actors.backends import BACKENDS, PLANNED_BACKENDS
+from datasets.registry import DATASETS
+from sut.cli import build_parser
+from sut.config import resolve_config
+from sut.errors import ConfigError
+from sut.profiles import PROFILES, Profile
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_names_a_registered_dataset_and_a_known_backend(name):
+    profile = PROFILES[name]
+    assert profile.dataset is None or profile.dataset in DATASETS
+    assert profile.backend is None or profile.backend in {**BACKENDS, **PLANNED_BACKENDS}
+    assert profile.data_format in (None, "NCHW", "NHWC")
+
+
+def test_profiles_are_frozen_rows():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PROFILES["resnet50-onnxruntime"].dataset = "imagenet_mobilenet"  # type: ignore[misc]
+    variant = dataclasses.replace(PROFILES["resnet50-onnxruntime"], max_batchsize=8)
+    assert isinstance(variant, Profile) and PROFILES["resnet50-onnxruntime"].max_batchsize is None
+
+
+def parse(tmp_path, *args):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    return resolve_config(build_parser().parse_args(
+        ["--model", str(model), "--dataset-path", str(tmp_path), "--scenario", "Offline",
+         *args]))
+
+
+def test_command_line_beats_profile_beats_defaults(tmp_path):
+    config = parse(tmp_path, "--profile", "resnet50-tf", "--backend", "onnxruntime")
+    assert config.backend == "onnxruntime"  # command line over the profile's tensorflow
+    assert config.data_format == "NHWC"  # the profile's, over onnxruntime's NCHW
+    assert config.inputs == ("input_tensor:0",) and config.outputs == ("ArgMax:0",)
+    assert config.max_batchsize == 32  # from defaults
+    assert config.model_name == "resnet50"
+    config = parse(tmp_path, "--profile", "resnet50-tf", "--backend", "onnxruntime",
+                   "--data-format", "NCHW", "--max-batchsize", "8", "--outputs", "a,b")
+    assert (config.data_format, config.max_batchsize, config.outputs) == ("NCHW", 8, ("a", "b"))
+
+
+def test_backend_layout_is_the_last_word_on_layout(tmp_path):
+    assert parse(tmp_path, "--profile", "resnet50-onnxruntime").data_format == "NCHW"
+
+
+def test_flags_map_to_a_frozen_config(tmp_path):
+    config = parse(tmp_path, "--profile", "mobilenet-onnxruntime", "--accuracy", "--time", "60",
+                   "--qps", "12.5", "--max-latency", "0.05", "--count", "100", "--gpus", "2",
+                   "--device", "cpu")
+    assert config.dataset == "imagenet_mobilenet" and config.modes == ("accuracy",)
+    assert (config.time_s, config.qps, config.max_latency_s, config.count) == (60, 12.5, 0.05, 100)
+    assert (config.gpus, config.device, config.num_workers) == (2, "cpu", 2)
+    assert parse(tmp_path, "--gpus", "3").device == "gpu"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.count = 5  # type: ignore[misc]
+
+
+def test_find_peak_performance_is_for_server_only(tmp_path):
+    with pytest.raises(ConfigError, match="Server"):
+        parse(tmp_path, "--find-peak-performance")
+
+
+@pytest.mark.parametrize("flag", ["--count", "--max-batchsize", "--threads", "--time"])
+def test_non_positive_numbers_are_refused(tmp_path, flag):
+    with pytest.raises(ConfigError, match=flag):
+        parse(tmp_path, flag, "0")

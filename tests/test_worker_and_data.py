@@ -1,0 +1,220 @@
+"""The worker core, pre-processing, cache, payloads and scoring, without Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import known_answer
+from actors.backends import BackendOptions
+from actors.messages import Batch
+from actors.worker import InferenceWorker
+from datasets import transforms
+from datasets.accuracy import read_val_map_labels, score_imagenet
+from datasets.cache import SampleSource, cached_file, ensure_preprocessed, preprocess_one
+from datasets.imagenet import read_val_map
+from datasets.postprocess import ArgMaxOutput, ArgMaxScores
+from datasets.registry import DATASETS, get_dataset
+
+
+@pytest.fixture(scope="module")
+def loaded(known_set, tmp_path_factory):
+    """The known set pre-processed into a fresh cache without Ray, as uint8 NCHW."""
+    spec = get_dataset("imagenet")
+    images = read_val_map(known_set.dataset_path)
+    folder = ensure_preprocessed(images, spec, "NCHW", tmp_path_factory.mktemp("cache"),
+                                 use_ray=False, show_progress=False)
+    return images, SampleSource(folder, images, spec.sample_shape("NCHW"), np.uint8)
+
+
+def make_worker(model, payloads=True) -> InferenceWorker:
+    options = BackendOptions(model_path=str(model), layout="NCHW", sample_shape=(3, 224, 224),
+                             threads=1)
+    worker = InferenceWorker("w0", "onnxruntime", options, "imagenet")
+    worker.set_payloads(payloads)
+    return worker
+
+
+def labels_of(result) -> list[int]:
+    return np.frombuffer(result.payload_data.tobytes(), np.float32).astype(int).tolist()
+
+
+def test_worker_answers_in_the_batch_order_whatever_the_storage_order(
+        loaded, known_set, model_dir):
+    images, source = loaded
+    worker = make_worker(known_set.model(model_dir, "vgg", "NCHW"))
+    # Store the samples in a scrambled order, as LoadGen's load sets are.
+    order = np.random.default_rng(0).permutation(len(images))
+    row_of = np.empty(len(images), np.int64)
+    row_of[order] = np.arange(len(images))
+    worker.set_samples(source.read(order.tolist()), row_of)
+    wanted = [3, 0, 15, 7, 7]
+    result = worker.infer(Batch(1, np.arange(5, dtype=np.uint64), np.array(wanted)))
+    assert labels_of(result) == [int(images.labels[i]) for i in wanted]
+    assert result.payload_offsets.tolist() == [0, 4, 8, 12, 16, 20]
+
+
+def test_worker_with_a_wrong_row_mapping_gives_wrong_answers(loaded, known_set, model_dir):
+    """The known-answer check sees a sample mix-up: shift the mapping by one row."""
+    images, source = loaded
+    worker = make_worker(known_set.model(model_dir, "vgg", "NCHW"))
+    count = len(images)
+    worker.set_samples(source.read(list(range(count))), (np.arange(count) + 1) % count)
+    result = worker.infer(Batch(1, np.arange(count, dtype=np.uint64), np.arange(count)))
+    assert sum(a == b for a, b in zip(labels_of(result), images.labels.tolist())) == 0
+
+
+def test_worker_in_performance_mode_sends_no_bytes(loaded, known_set, model_dir):
+    images, source = loaded
+    worker = make_worker(known_set.model(model_dir, "vgg", "NCHW"), payloads=False)
+    worker.set_samples(source.read([0, 1]), np.array([0, 1] + [-1] * (len(images) - 2)))
+    result = worker.infer(Batch(4, np.array([9, 8], np.uint64), np.array([1, 0])))
+    assert result.payload_data is None and result.batch_id == 4
+    with pytest.raises(RuntimeError, match="not loaded"):
+        worker.infer(Batch(5, np.array([9], np.uint64), np.array([2])))
+
+
+def test_fixed_batch_model_runs_any_batch_size(known_set, model_dir, tmp_path, loaded):
+    """A model exported for batch 1 (like the MLPerf RetinaNet ONNX) still takes batches."""
+    import onnx
+
+    images, source = loaded
+    model = onnx.load(str(known_set.model(model_dir, "vgg", "NCHW")))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    path = tmp_path / "batch1.onnx"
+    onnx.save(model, str(path))
+    worker = make_worker(path)
+    worker.set_samples(source.read(list(range(len(images)))), np.arange(len(images)))
+    result = worker.infer(Batch(0, np.arange(3, dtype=np.uint64), np.array([2, 1, 0])))
+    assert labels_of(result) == [int(images.labels[i]) for i in [2, 1, 0]]
+
+
+# --- pre-processing ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dataset, recipe", [("imagenet", "vgg"),
+                                             ("imagenet_mobilenet", "mobilenet")])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_cached_uint8_plus_worker_normalisation_is_bit_exact_with_the_spec(
+        known_set, dataset, recipe, layout):
+    spec = get_dataset(dataset)
+    for name, _ in known_set.lines:
+        expected = known_answer.spec_preprocess(known_set.dataset_path / name, recipe, layout)
+        stored = preprocess_one(known_set.dataset_path / name, spec, layout)
+        assert stored.dtype == np.uint8 and stored.shape == spec.sample_shape(layout)
+        got = spec.normalize(stored[None], layout)[0]
+        assert got.dtype == np.float32
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)), name
+
+
+def test_pytorch_variant_follows_torchvision_geometry_and_normalisation():
+    """Short side 256 with PIL bilinear, long side truncated, crop offsets rounded; then
+    (x/255 - mean) / std in float32."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 256, size=(300, 451, 3), dtype=np.uint8)
+    crop = transforms.crop_imagenet_pytorch(bgr, (224, 224))
+    rgb = Image.fromarray(bgr[:, :, ::-1].copy())
+    new_w = int(256 * 451 / 300)  # 384
+    resized = np.asarray(rgb.resize((new_w, 256), Image.BILINEAR))
+    top, left = round((256 - 224) / 2), round((new_w - 224) / 2)
+    assert np.array_equal(crop, resized[top:top + 224, left:left + 224])
+    got = transforms.normalize_torchvision(crop[None], "NHWC")[0]
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    assert np.array_equal(got, ((crop.astype(np.float32) / np.float32(255)) - mean) / std)
+
+
+def test_cache_is_reused_and_keyed_by_layout(known_set, tmp_path):
+    spec = get_dataset("imagenet")
+    images = read_val_map(known_set.dataset_path, count=3)
+    first = ensure_preprocessed(images, spec, "NCHW", tmp_path, use_ray=False,
+                                show_progress=False)
+    stamp = cached_file(first, images.files[0]).stat().st_mtime_ns
+    again = ensure_preprocessed(images, spec, "NCHW", tmp_path, use_ray=False,
+                                show_progress=False)
+    assert again == first and cached_file(first, images.files[0]).stat().st_mtime_ns == stamp
+    other = ensure_preprocessed(images, spec, "NHWC", tmp_path, use_ray=False,
+                                show_progress=False)
+    assert other != first
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["layout"] == "NCHW" and manifest["dtype"] == "uint8"
+    assert list(first.glob("*.tmp*")) == []
+
+
+def test_reference_preprocessed_dir_is_read_as_model_ready_float32(known_set, tmp_path):
+    """--preprocessed_dir: the reference's float32 .npy files are fed as they are."""
+    from datasets.cache import reference_preprocessed_source
+
+    images = read_val_map(known_set.dataset_path, count=2)
+    spec = get_dataset("imagenet")
+    folder = tmp_path / "preprocessed" / "imagenet" / "NCHW"
+    folder.mkdir(parents=True)
+    for name in images.files:
+        np.save(folder / name, known_answer.spec_preprocess(images.root / name, "vgg", "NCHW"))
+    source = reference_preprocessed_source(tmp_path, images, spec, "NCHW")
+    assert source.normalized and source.read([1, 0]).dtype == np.float32
+
+
+# --- payloads and scoring ---------------------------------------------------------------------
+
+def test_payloads_are_one_float32_label_per_sample_with_the_offset():
+    payloads = ArgMaxOutput(offset=-1)([np.array([1, 1000, 0])], np.arange(3))
+    assert [np.frombuffer(payloads.sample(i), np.float32)[0] for i in range(3)] == [0, 999, -1]
+    scores = np.zeros((2, 1001), np.float32)
+    scores[0, 5], scores[1, 1000] = 1, 1
+    payloads = ArgMaxScores(offset=-1)([scores], np.arange(2))
+    assert payloads.data.view(np.float32).tolist() == [4.0, 999.0]
+
+
+def test_null_outputs_are_well_formed_for_every_dataset():
+    for spec in DATASETS.values():
+        outputs = spec.postprocess.null_outputs(3)
+        assert len(spec.postprocess(outputs, np.arange(3))) == 3
+
+
+def hex_label(value: float) -> str:
+    return np.array([value], np.float32).tobytes().hex().upper()
+
+
+def test_score_imagenet_counts_each_index_once_and_matches_the_reference_line(tmp_path):
+    labels = [("a.jpg", 5), ("b.jpg", 7), ("c.jpg", 9)]
+    entries = [{"seq_id": 0, "qsl_idx": 1, "data": hex_label(7)},
+               {"seq_id": 1, "qsl_idx": 0, "data": hex_label(5)},
+               {"seq_id": 2, "qsl_idx": 1, "data": hex_label(3)},  # duplicate: ignored
+               {"seq_id": 3, "qsl_idx": 2, "data": hex_label(1)}]
+    top1 = score_imagenet(entries, labels)
+    assert (top1.good, top1.total, top1.duplicates) == (2, 3, 1)
+    assert top1.line() == "accuracy=66.667%, good=2, total=3"
+    assert top1.mistakes == (("c.jpg", 9, 1),)
+
+
+def test_swapped_answers_in_the_log_lower_the_score():
+    labels = [("a", 1), ("b", 2)]
+    right = [{"seq_id": 0, "qsl_idx": 0, "data": hex_label(1)},
+             {"seq_id": 1, "qsl_idx": 1, "data": hex_label(2)}]
+    swapped = [{"seq_id": 0, "qsl_idx": 0, "data": hex_label(2)},
+               {"seq_id": 1, "qsl_idx": 1, "data": hex_label(1)}]
+    assert score_imagenet(right, labels).good == 2
+    assert score_imagenet(swapped, labels).good == 0
+
+
+def test_accuracy_script_takes_the_reference_flags(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import accuracy_imagenet
+
+    (tmp_path / "val_map.txt").write_text("a.jpg 5\nb.jpg 7\n")
+    (tmp_path / "log.json").write_text(json.dumps([
+        {"seq_id": 0, "qsl_idx": 0, "data": hex_label(5)},
+        {"seq_id": 1, "qsl_idx": 1, "data": hex_label(6)}]))
+    assert accuracy_imagenet.main(["--mlperf-accuracy-file", str(tmp_path / "log.json"),
+                                   "--imagenet-val-file", str(tmp_path / "val_map.txt"),
+                                   "--dtype", "float32", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy=50.000%, good=1, total=2" in out and "b.jpg, expected: 7, found 6" in out
+    assert read_val_map_labels(tmp_path / "val_map.txt") == [("a.jpg", 5), ("b.jpg", 7)]
