@@ -5,13 +5,13 @@ and calls LoadGen's QuerySamplesComplete, which only works in the driver process
 drops a second result for a batch already answered (a batch retried after its worker died can
 be answered twice) and keeps per-worker counts for the report.
 
-`ResultCollector` is the plain logic; `AggregatorActor` wraps it as an asyncio Ray actor whose
+`ResultCollector` is the plain logic; `AggregatorActor` wraps it as a threaded Ray actor whose
 `drain` waits for results without blocking `submit`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from collections import defaultdict
 
 from actors.messages import BatchFailure, BatchResult
@@ -84,34 +84,26 @@ class ResultCollector:
 
 
 class AggregatorActor:
-    """Ray actor around ResultCollector. Methods share one event loop: no locks needed."""
+    """Ray actor around ResultCollector. A threaded actor (max_concurrency above the number of
+    workers plus two drains): a waiting `drain` never blocks a worker's `submit`."""
 
     def __init__(self) -> None:
         self._collector = ResultCollector()
-        self._arrived: asyncio.Condition | None = None
+        self._arrived = threading.Condition()
 
-    def _condition(self) -> asyncio.Condition:
-        if self._arrived is None:
-            self._arrived = asyncio.Condition()
-        return self._arrived
-
-    async def submit(self, item: BatchResult | BatchFailure) -> bool:
-        accepted = self._collector.submit(item)
-        if accepted:
-            async with self._condition():
-                self._condition().notify_all()
+    def submit(self, item: BatchResult | BatchFailure) -> bool:
+        with self._arrived:
+            accepted = self._collector.submit(item)
+            if accepted:
+                self._arrived.notify_all()
         return accepted
 
-    async def drain(self, timeout_s: float) -> list:
+    def drain(self, timeout_s: float) -> list:
         """Everything that arrived since the last drain; waits up to timeout_s for something."""
-        if not self._collector.has_ready():
-            condition = self._condition()
-            async with condition:
-                try:
-                    await asyncio.wait_for(condition.wait_for(self._collector.has_ready), timeout_s)
-                except asyncio.TimeoutError:
-                    return []
-        return self._collector.take_ready()
+        with self._arrived:
+            self._arrived.wait_for(self._collector.has_ready, timeout_s)
+            return self._collector.take_ready()
 
-    async def stats(self) -> dict:
-        return self._collector.stats()
+    def stats(self) -> dict:
+        with self._arrived:
+            return self._collector.stats()

@@ -42,7 +42,7 @@ def server_batch_timeout_s(target_latency_ns: int) -> float:
 @dataclass
 class DynamicBatcher:
     """Groups Server samples: a batch leaves when full, when its oldest sample has waited
-    timeout_s, or as soon as a worker is idle (flush_if_idle). Not thread-safe: the caller
+    timeout_s, or at once while a worker has room (idle_worker). Not thread-safe: the caller
     holds a lock."""
 
     max_batchsize: int

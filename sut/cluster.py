@@ -31,7 +31,8 @@ def connect(config: RunConfig) -> None:
     if ray.is_initialized():
         return
     common = dict(logging_level=logging.WARNING, log_to_driver=True,
-                  runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}})
+                  runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning",
+                                           "RAY_worker_niceness": "0"}})
     if config.address:
         ray.init(address=config.address, **common)
     else:
@@ -97,10 +98,13 @@ class WorkerPool:
         import ray
 
         config = self.config
-        # Queue and aggregator take no CPU slot: they must never wait behind the workers.
-        self.queue = ray.remote(BatchQueueActor).options(num_cpus=0, max_concurrency=1000).remote()
+        # Queue and aggregator take no CPU slot: they must never wait behind the workers. Each
+        # worker holds at most one waiting call on each; the completion loop two drains.
+        actor_threads = 4 * config.num_workers + 16
+        self.queue = ray.remote(BatchQueueActor).options(
+            num_cpus=0, max_concurrency=actor_threads).remote()
         self.aggregator = ray.remote(AggregatorActor).options(
-            num_cpus=0, max_concurrency=1000).remote()
+            num_cpus=0, max_concurrency=actor_threads).remote()
         spec = get_dataset(config.dataset)
         threads = threads_per_worker(config)
         options = BackendOptions(

@@ -138,7 +138,8 @@ class Dispatcher:
 
     # -- internals --------------------------------------------------------------------------
     def _worker_idle(self) -> bool:
-        return self._ledger.outstanding_batches() < self._num_workers
+        """Fewer batches out than workers can hold (one running, one prefetched each)."""
+        return self._ledger.outstanding_batches() < 2 * self._num_workers
 
     def _emit(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
         if not pieces:

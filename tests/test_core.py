@@ -147,21 +147,24 @@ def test_offline_query_becomes_batches_recorded_before_sending():
     assert ledger.outstanding_samples() == 10
 
 
-def test_server_dispatch_sends_at_once_to_an_idle_worker_then_batches_under_load():
+def test_server_dispatch_sends_at_once_while_a_worker_has_room_then_batches_under_load():
+    """One worker holds two batches (running + prefetched); beyond that samples gather."""
     dispatcher, ledger, completer, _, sent = make_dispatcher("Server", 4, workers=1,
                                                              timeout_s=60)
     dispatcher.start()
     try:
-        dispatcher.issue(np.array([1], np.uint64), np.array([1]))  # worker idle: goes at once
-        assert [len(b) for b in sent] == [1]
-        for i in range(2, 7):  # worker busy: samples gather into a batch of 4 (+1 pending)
+        for i in (1, 2):  # the worker has room: each goes at once
             dispatcher.issue(np.array([i], np.uint64), np.array([i]))
-        assert [len(b) for b in sent] == [1, 4]
+        assert [len(b) for b in sent] == [1, 1]
+        for i in range(3, 8):  # no room: samples gather into a batch of 4 (+1 pending)
+            dispatcher.issue(np.array([i], np.uint64), np.array([i]))
+        assert [len(b) for b in sent] == [1, 1, 4]
         completer.handle(BatchResult(sent[0].batch_id, "w"))
-        completer.handle(BatchResult(sent[1].batch_id, "w"))  # idle again: the 1 pending goes
-        assert [len(b) for b in sent] == [1, 4, 1]
+        assert [len(b) for b in sent] == [1, 1, 4]  # still two out
+        completer.handle(BatchResult(sent[1].batch_id, "w"))  # room again: the 1 pending goes
+        assert [len(b) for b in sent] == [1, 1, 4, 1]
         sent_ids = [int(i) for b in sent for i in b.response_ids]
-        assert sent_ids == list(range(1, 7))
+        assert sent_ids == list(range(1, 8))
     finally:
         dispatcher.stop()
 
@@ -170,7 +173,7 @@ def test_server_partial_batch_leaves_after_the_timeout():
     dispatcher, ledger, _, _, sent = make_dispatcher("Server", 8, workers=1, timeout_s=0.05)
     dispatcher.start()
     try:
-        ledger.record([make_batch(10_000, [0])])  # keep the one worker busy
+        ledger.record([make_batch(10_000, [0]), make_batch(10_001, [1])])  # worker full
         dispatcher.issue(np.array([1, 2], np.uint64), np.array([1, 2]))
         assert sent == []
         deadline = time.monotonic() + 2
