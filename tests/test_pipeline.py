@@ -18,13 +18,24 @@ def assert_each_sample_once(entries: list[dict], count: int) -> None:
     assert len({entry["seq_id"] for entry in entries}) == len(entries)
 
 
+@pytest.fixture
+def run_known(run_cli, known_set, model_dir, short_user_conf):
+    """Run the CLI on the known-answer images with short LoadGen settings."""
+
+    def run(scenario: str, *extra: str, model=None, profile: str = "resnet50-onnxruntime",
+            dataset=None):
+        model = model or known_set.model(model_dir, "vgg", "NCHW")
+        return run_cli("--profile", profile, "--model", str(model),
+                       "--dataset-path", str(dataset or known_set.dataset_path),
+                       "--scenario", scenario, "--user_conf", str(short_user_conf), *extra)
+
+    return run
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_known_answer_scores_100_percent_in_every_scenario(
-        scenario, run_cli, known_set, model_dir, short_user_conf):
-    model = known_set.model(model_dir, "vgg", "NCHW")
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", scenario,
-                  "--accuracy", "--max-batchsize", "4", "--user_conf", str(short_user_conf))
+        scenario, run_known):
+    run = run_known(scenario, "--accuracy", "--max-batchsize", "4")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in run.stdout
     assert_each_sample_once(run.accuracy_log(), 16)
@@ -34,11 +45,8 @@ def test_known_answer_scores_100_percent_in_every_scenario(
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_performance_run_reports_a_loadgen_result_in_every_scenario(
-        scenario, run_cli, known_set, model_dir, short_user_conf):
-    model = known_set.model(model_dir, "vgg", "NCHW")
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", scenario,
-                  "--user_conf", str(short_user_conf))
+        scenario, run_known):
+    run = run_known(scenario)
     assert run.returncode == 0, run.stderr[-3000:]
     test = run.results()["tests"][0]
     assert test["mode"] == "performance"
@@ -50,23 +58,20 @@ def test_performance_run_reports_a_loadgen_result_in_every_scenario(
     assert run.accuracy_log() == []
 
 
-def test_nhwc_profile_feeds_nhwc_batches(run_cli, known_set, model_dir, short_user_conf):
+def test_nhwc_profile_feeds_nhwc_batches(run_known, known_set, model_dir):
     """resnet50-tf's layout rule (NHWC, label offset -1) with an NHWC ONNX model."""
     model = known_set.model(model_dir, "vgg", "NHWC")
-    run = run_cli("--profile", "resnet50-tf", "--backend", "onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
-                  "--accuracy", "--user_conf", str(short_user_conf))
+    run = run_known("Offline", "--backend", "onnxruntime", "--accuracy", model=model,
+                    profile="resnet50-tf")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in run.stdout
 
 
 def test_mobilenet_profile_uses_mobilenet_preprocessing_and_argmax_of_scores(
-        run_cli, known_set, model_dir, short_user_conf):
+        run_known, known_set, model_dir):
     model = known_set.model(model_dir, "mobilenet", "NCHW", kind="scores",
                             output_name="MobilenetV1/Predictions/Reshape_1:0")
-    run = run_cli("--profile", "mobilenet-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Server",
-                  "--accuracy", "--user_conf", str(short_user_conf))
+    run = run_known("Server", "--accuracy", model=model, profile="mobilenet-onnxruntime")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in run.stdout
 
@@ -77,21 +82,18 @@ def test_mobilenet_profile_uses_mobilenet_preprocessing_and_argmax_of_scores(
     ({"recipe": "vgg", "symbolic_shape": True, "layout": "NHWC"}, 0),  # other layout
 ])
 def test_known_answer_drops_when_the_pipeline_differs_from_the_spec(
-        wrong, expected_good, run_cli, known_set, model_dir, short_user_conf):
+        wrong, expected_good, run_known, known_set, model_dir):
     """The same check must fail for a pipeline that deviates: here the model expects the
     deviation, which is the same as the harness committing it."""
     options = dict(wrong)
     recipe, layout = options.pop("recipe"), options.pop("layout", "NCHW")
     model = known_set.model(model_dir, recipe, layout, **options)
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
-                  "--accuracy", "--user_conf", str(short_user_conf))
+    run = run_known("Offline", "--accuracy", model=model)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"good={expected_good}, total=16" in run.stdout
 
 
-def test_one_wrong_sample_costs_exactly_one(run_cli, known_set, model_dir, short_user_conf,
-                                            tmp_path):
+def test_one_wrong_sample_costs_exactly_one(run_known, known_set, tmp_path):
     """A val_map with one label changed: the score must show exactly that one sample."""
     import shutil
 
@@ -101,21 +103,14 @@ def test_one_wrong_sample_costs_exactly_one(run_cli, known_set, model_dir, short
     name, label = lines[5].split()
     lines[5] = f"{name} {(int(label) + 1) % 1000}"
     (dataset / "val_map.txt").write_text("\n".join(lines) + "\n")
-    model = known_set.model(model_dir, "vgg", "NCHW")
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(dataset), "--scenario", "Offline", "--accuracy",
-                  "--user_conf", str(short_user_conf))
+    run = run_known("Offline", "--accuracy", dataset=dataset)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=93.750%, good=15, total=16" in run.stdout
 
 
-def test_several_workers_on_logical_gpus_run_backends_on_cpu(
-        run_cli, known_set, model_dir, short_user_conf):
-    model = known_set.model(model_dir, "vgg", "NCHW")
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
-                  "--accuracy", "--gpus", "2", "--device", "cpu", "--max-batchsize", "2",
-                  "--user_conf", str(short_user_conf))
+def test_several_workers_on_logical_gpus_run_backends_on_cpu(run_known):
+    run = run_known("Offline", "--accuracy", "--gpus", "2", "--device", "cpu",
+                    "--max-batchsize", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in run.stdout
     results = run.results()
@@ -124,31 +119,22 @@ def test_several_workers_on_logical_gpus_run_backends_on_cpu(
     assert all(w["providers"] == ["CPUExecutionProvider"] for w in workers)
 
 
-def test_cpu_worker_pool(run_cli, known_set, model_dir, short_user_conf):
-    model = known_set.model(model_dir, "vgg", "NCHW")
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Server",
-                  "--accuracy", "--workers", "2", "--user_conf", str(short_user_conf))
+def test_cpu_worker_pool(run_known):
+    run = run_known("Server", "--accuracy", "--workers", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in run.stdout
     assert len(run.results()["setup"]["worker_details"]) == 2
 
 
-def test_count_limits_the_dataset_and_scores_only_those(
-        run_cli, known_set, model_dir, short_user_conf):
-    model = known_set.model(model_dir, "vgg", "NCHW")
-    run = run_cli("--profile", "resnet50-onnxruntime", "--model", str(model),
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
-                  "--accuracy", "--count", "5", "--user_conf", str(short_user_conf))
+def test_count_limits_the_dataset_and_scores_only_those(run_known):
+    run = run_known("Offline", "--accuracy", "--count", "5")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=5, total=5" in run.stdout
     assert_each_sample_once(run.accuracy_log(), 5)
 
 
-def test_null_backend_runs_the_harness_without_inference(run_cli, known_set, short_user_conf):
-    run = run_cli("--profile", "resnet50-onnxruntime", "--backend", "null", "--model", "none",
-                  "--dataset-path", str(known_set.dataset_path), "--scenario", "Offline",
-                  "--accuracy", "--user_conf", str(short_user_conf))
+def test_null_backend_runs_the_harness_without_inference(run_known):
+    run = run_known("Offline", "--backend", "null", "--accuracy", model="none")
     assert run.returncode == 0, run.stderr[-3000:]
     entries = run.accuracy_log()
     assert_each_sample_once(entries, 16)
