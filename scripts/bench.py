@@ -38,8 +38,11 @@ def parse_args(argv):
     parser.add_argument("--max-batchsize", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seconds", type=int, default=15, help="duration of each SUT run")
-    parser.add_argument("--server-qps", default="25,50,100,200,400,800,1600",
+    parser.add_argument("--server-qps", default="100,200,400,800,1600,3200,6400,12800",
                         help="target QPS series for the null-backend Server ceiling")
+    parser.add_argument("--server-latency", type=float,
+                        help="Server p99 bound in seconds (default: LoadGen's rule for the model, "
+                             "15 ms for resnet50)")
     parser.add_argument("--cache_dir", default=".")
     parser.add_argument("--output", default="bench_output")
     return parser.parse_args(argv)
@@ -94,7 +97,8 @@ def write_user_conf(folder: Path, model_name: str, seconds: int, offline_qps: fl
                     f"{model_name}.Offline.min_query_count = 1\n"
                     f"{model_name}.Offline.target_qps = {offline_qps}\n"
                     f"{model_name}.Server.min_duration = {ms}\n"
-                    f"{model_name}.Server.min_query_count = 100\n")
+                    # enough queries for LoadGen's early-stopping check of the p99 bound
+                    f"{model_name}.Server.min_query_count = 1000\n")
     return path
 
 
@@ -125,15 +129,18 @@ def main(argv=None) -> int:
                       write_user_conf(folder, config.model_name, args.seconds, raw), "offline")
     print(f"2. SUT Offline                {offline['value']:10.1f} samples/s  "
           f"({offline['result']}; {offline['value'] / raw:.2f} of raw)", flush=True)
-    null_conf = write_user_conf(folder, config.model_name, min(args.seconds, 5), 500_000)
+    # LoadGen issues expected QPS x duration samples in Offline: aim near the harness's rate.
+    null_conf = write_user_conf(folder, config.model_name, min(args.seconds, 10), 10_000)
     null_offline = sut_run(args, address, ["--scenario", "Offline", "--backend", "null",
                                            *workers], null_conf, "null_offline")
     print(f"3. SUT Offline, null backend  {null_offline['value']:10.1f} samples/s "
           f"(harness ceiling, {null_offline['result']})", flush=True)
     best = None
     for qps in [float(q) for q in args.server_qps.split(",")]:
+        bound = ["--max-latency", str(args.server_latency)] if args.server_latency else []
         server = sut_run(args, address, ["--scenario", "Server", "--backend", "null", "--qps",
-                                         str(qps), *workers], null_conf, f"null_server_{qps:g}")
+                                         str(qps), *bound, *workers], null_conf,
+                         f"null_server_{qps:g}")
         p99 = server["latency_ns"].get("99.00_percentile_latency_ns", 0) / 1e6
         print(f"   Server null @ {qps:8.0f} QPS: {server['result']:8s} completed "
               f"{server['value']:9.1f}/s  p99 {p99:7.2f} ms", flush=True)

@@ -44,9 +44,9 @@ class CompletionLoop:
         import ray
 
         aggregator = self._pool.aggregator
-        # Two drains in flight: while one batch of results is being completed, the next is
-        # already on its way.
-        in_flight = [aggregator.drain.remote(_DRAIN_WAIT_S), aggregator.drain.remote(_DRAIN_WAIT_S)]
+        # Exactly one drain in flight. With two, both wait on the aggregator and the results
+        # can go to the one we are not waiting on, stalling the path by a whole drain timeout.
+        in_flight = [aggregator.drain.remote(_DRAIN_WAIT_S)]
         last_check = last_progress = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -64,7 +64,7 @@ class CompletionLoop:
                 if now - last_check >= _WORKER_CHECK_EVERY_S:
                     last_check = now
                     self._check_workers()
-            # Collect the drains still in flight: left pending at the aggregator, they would
+            # Collect the drain still in flight: left pending at the aggregator, it would
             # swallow the results of the next test.
             for ref in in_flight:
                 for item in ray.get(ref):

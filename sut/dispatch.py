@@ -43,12 +43,30 @@ class Completer:
         self.abort_reason: str | None = None
         self.retried_batches = 0
         self.on_batch_done: Callable[[], None] = lambda: None
+        self._warm_up_ids: set[int] = set()
+        self._warmed_up = threading.Event()
 
     @property
     def aborted(self) -> bool:
         return self.abort_reason is not None
 
+    def expect_warm_up(self, batch_ids: list[int]) -> threading.Event:
+        """These batches are warm-up traffic: their answers go nowhere; the event is set once
+        all have come back (result or failure)."""
+        with self._lock:
+            self._warm_up_ids = set(batch_ids)
+            self._warmed_up.clear()
+            if not self._warm_up_ids:
+                self._warmed_up.set()
+        return self._warmed_up
+
     def handle(self, item: BatchResult | BatchFailure) -> None:
+        if item.batch_id in self._warm_up_ids:
+            with self._lock:
+                self._warm_up_ids.discard(item.batch_id)
+                if not self._warm_up_ids:
+                    self._warmed_up.set()
+            return
         if isinstance(item, BatchFailure):
             self._handle_failure(item)
             return
@@ -135,6 +153,17 @@ class Dispatcher:
         with self._wake:
             due = self._batcher.take_due(time.monotonic(), idle_worker=self._worker_idle())
             self._emit([due] if due is not None else [])
+
+    def warm_up(self, sample_index: int, batches: int, timeout_s: float = 60.0) -> bool:
+        """Send `batches` one-sample batches through the whole path (queue, workers, aggregator,
+        completion thread) and wait for them, so the first timed queries do not pay for first
+        calls. Nothing reaches LoadGen. Returns False if they did not all come back in time."""
+        pieces = [(np.array([0], np.uint64), np.array([sample_index], np.int64))
+                  for _ in range(batches)]
+        warm = [Batch(next(self._batch_ids), ids, indices) for ids, indices in pieces]
+        done = self._completer.expect_warm_up([batch.batch_id for batch in warm])
+        self._send(warm)
+        return done.wait(timeout_s)
 
     # -- internals --------------------------------------------------------------------------
     def _worker_idle(self) -> bool:

@@ -28,7 +28,8 @@ def read_loadgen_results(output_dir: str | Path) -> dict:
         except json.JSONDecodeError:
             continue
         key = entry.get("key", "")
-        if key.startswith(("result_", "effective_")) or key in ("num_errors",):
+        if key.startswith(("result_", "effective_")) or key in ("num_errors",
+                                                                 "early_stopping_result"):
             found[key] = entry.get("value")
     return found
 
@@ -41,8 +42,11 @@ def summarize_test(scenario: str, mode: str, output_dir: str | Path) -> dict:
         key, unit = _PRIMARY_METRIC[scenario]
         summary.update(result=raw.get("result_validity", "UNKNOWN"), metric=key.removeprefix(
             "result_"), value=raw.get(key), unit=unit)
-        if raw.get("result_invalid_reason"):
-            summary["invalid_reason"] = raw["result_invalid_reason"]
+        reason = (raw.get("result_invalid_reason") or "").strip()
+        if not reason and summary["result"] == "INVALID":
+            reason = (raw.get("early_stopping_result") or "").strip()
+        if reason:
+            summary["invalid_reason"] = reason
         latencies = {k.removeprefix("result_"): v for k, v in raw.items()
                      if k.startswith("result_") and k.endswith("latency_ns")}
         summary["latency_ns"] = latencies

@@ -90,6 +90,15 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     # (compliance) config that samples the accuracy log during a performance run.
     pool.broadcast("set_payloads", mode == "accuracy" or bool(config.audit_conf))
     shared = SharedSamples(pool, source, len(images))
+
+    def load(indices: list[int]) -> None:
+        """LoadGen's load callback: put the samples in the object store; before a timed test,
+        warm the whole path up with a few batches that LoadGen never sees."""
+        shared.load(indices)
+        if mode != "accuracy" and not completer.aborted:
+            if not dispatcher.warm_up(indices[0], batches=4 * pool.live_workers()):
+                log.warning("warm-up batches did not all return within 60 s")
+
     performance_count = min(len(images), config.performance_sample_count
                             or settings.performance_sample_count_override or 1024)
     completion = CompletionLoop(pool, completer, ledger).start()
@@ -99,7 +108,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     started = time.monotonic()
     try:
         loadgen_bridge.run_test(settings, mode, len(images), performance_count,
-                                dispatcher.issue, dispatcher.flush, shared.load, shared.unload,
+                                dispatcher.issue, dispatcher.flush, load, shared.unload,
                                 str(test_dir), trace=config.debug, audit_conf=config.audit_conf)
     finally:
         watchdog.stop()

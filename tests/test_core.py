@@ -228,3 +228,27 @@ def test_result_collector_drops_a_second_result_for_a_batch():
     assert collector.take_ready() == []
     stats = collector.stats()
     assert stats["duplicates_dropped"] == 1 and stats["batches_by_worker"] == {"a": 1}
+
+
+def test_warm_up_batches_come_back_without_reaching_loadgen():
+    ledger, recorder = CompletionLedger(), Recorder()
+    sent: list[Batch] = []
+    completer = Completer(ledger, recorder, sent.extend)
+    dispatcher = Dispatcher("Server", 4, ledger, sent.extend, completer, 1, itertools.count(), 1)
+    waiter = threading.Thread(target=lambda: [completer.handle(BatchResult(b.batch_id, "w"))
+                                              for b in _wait_for(sent, 3)])
+    waiter.start()
+    assert dispatcher.warm_up(sample_index=5, batches=3, timeout_s=5)
+    waiter.join()
+    assert [b.sample_indices.tolist() for b in sent] == [[5], [5], [5]]
+    assert recorder.completed == [] and ledger.outstanding_batches() == 0
+    # Batch ids stay unique: the next real batch does not reuse a warm-up id.
+    dispatcher.issue(np.array([1], np.uint64), np.array([0]))
+    assert sent[-1].batch_id == 3
+
+
+def _wait_for(items: list, count: int, timeout_s: float = 5.0) -> list:
+    deadline = time.monotonic() + timeout_s
+    while len(items) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return list(items[:count])
