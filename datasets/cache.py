@@ -3,11 +3,13 @@
 Layout (one uint8 `.npy` per image, in the model's layout, resumable and shared by every
 `--count`):
 
-    <cache_dir>/ray-sut/preprocessed/<dataset>/<NCHW|NHWC>/<size>-r<recipe>/
-        manifest.json           what produced these bytes (dataset, layout, size, recipe)
+    <cache_dir>/ray-sut/preprocessed/<dataset>/<NCHW|NHWC>/<size>-r<recipe>-<images>/
+        manifest.json           what produced these bytes (dataset, layout, size, recipe, images)
         <file from the list>.npy
 
-Every setting that changes the bytes is in the path, so two configurations never share files.
+Every setting that changes the bytes is in the path (<images> is a hash of the image folder's
+path), so two configurations never share files; an image newer than its cached file is
+pre-processed again.
 The reference keeps float32 files under <cache_dir>/preprocessed/; we never write there.
 
 Images are decoded and cropped by Ray tasks (on whichever node has CPUs); the driver writes the
@@ -17,6 +19,7 @@ complete (write, then rename), so an interrupted run leaves nothing half-written
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,10 +34,23 @@ from sut.errors import ConfigError
 _IMAGES_PER_TASK = 32
 
 
-def cache_folder(cache_root: str | Path, spec: DatasetSpec, layout: str) -> Path:
+def cache_folder(cache_root: str | Path, spec: DatasetSpec, layout: str,
+                 image_root: str | Path) -> Path:
+    """The folder for one (dataset recipe, layout, size, image folder). The image folder is
+    part of the key: two sets with the same file names (every ImageNet copy, say) never mix."""
     height, width = spec.image_size
+    root_key = hashlib.sha256(str(Path(image_root).resolve()).encode()).hexdigest()[:12]
     return (Path(cache_root) / "ray-sut" / "preprocessed" / spec.name / layout
-            / f"{height}x{width}-r{spec.recipe_version}")
+            / f"{height}x{width}-r{spec.recipe_version}-{root_key}")
+
+
+def _is_fresh(cached: Path, source: Path) -> bool:
+    """Cached and not older than its image (an image replaced in place is pre-processed
+    again)."""
+    try:
+        return cached.stat().st_mtime_ns >= source.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
 
 
 def cached_file(folder: Path, relative_name: str) -> Path:
@@ -67,8 +83,9 @@ def _write_atomically(target: Path, array: np.ndarray) -> None:
     os.replace(temporary, target)
 
 
-def _write_manifest(folder: Path, spec: DatasetSpec, layout: str) -> None:
-    manifest = {"dataset": spec.name, "layout": layout, "image_size": list(spec.image_size),
+def _write_manifest(folder: Path, spec: DatasetSpec, layout: str, image_root: Path) -> None:
+    manifest = {"dataset": spec.name, "images": str(Path(image_root).resolve()),
+                "layout": layout, "image_size": list(spec.image_size),
                 "recipe_version": spec.recipe_version, "dtype": "uint8",
                 "sample_shape": list(spec.sample_shape(layout))}
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,9 +101,10 @@ def ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
 
     With use_ray, chunks of images run as Ray tasks, one CPU each, across the cluster.
     """
-    folder = cache_folder(cache_root, spec, layout)
-    _write_manifest(folder, spec, layout)
-    todo = [i for i, name in enumerate(images.files) if not cached_file(folder, name).exists()]
+    folder = cache_folder(cache_root, spec, layout, images.root)
+    _write_manifest(folder, spec, layout, images.root)
+    todo = [i for i, name in enumerate(images.files)
+            if not _is_fresh(cached_file(folder, name), images.path(i))]
     if not todo:
         return folder
     chunks = [todo[start:start + _IMAGES_PER_TASK]

@@ -218,3 +218,31 @@ def test_accuracy_script_takes_the_reference_flags(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "accuracy=50.000%, good=1, total=2" in out and "b.jpg, expected: 7, found 6" in out
     assert read_val_map_labels(tmp_path / "val_map.txt") == [("a.jpg", 5), ("b.jpg", 7)]
+
+
+def test_cache_never_mixes_two_image_folders_with_the_same_names(known_set, tmp_path):
+    """Every ImageNet copy names its files alike: the cache must key on the folder too, and
+    notice an image replaced in place."""
+    import os
+    import shutil
+
+    spec = get_dataset("imagenet")
+    other = tmp_path / "other_copy"
+    shutil.copytree(known_set.dataset_path, other)
+    first_name = known_set.lines[0][0]
+    shutil.copy(known_set.dataset_path / known_set.lines[1][0], other / first_name)
+    cache = tmp_path / "cache"
+    results = {}
+    for root in (known_set.dataset_path, other):
+        images = read_val_map(root, count=1)
+        folder = ensure_preprocessed(images, spec, "NCHW", cache, use_ray=False,
+                                     show_progress=False)
+        results[root] = np.load(cached_file(folder, first_name))
+    assert not np.array_equal(results[known_set.dataset_path], results[other])
+    # Replace the image in place (newer file): the cached sample is rebuilt.
+    shutil.copy(known_set.dataset_path / first_name, other / first_name)
+    later = os.stat(other / first_name).st_mtime_ns + 10**9
+    os.utime(other / first_name, ns=(later, later))
+    images = read_val_map(other, count=1)
+    folder = ensure_preprocessed(images, spec, "NCHW", cache, use_ray=False, show_progress=False)
+    assert np.array_equal(np.load(cached_file(folder, first_name)), results[known_set.dataset_path])
