@@ -28,6 +28,7 @@ class LeasedBatchQueue:
     def __init__(self) -> None:
         self._pending: deque[Batch] = deque()
         self._leases: dict[str, dict[int, Batch]] = {}
+        self._released: set[str] = set()
         self._closed = False
 
     def put(self, batches: Iterable[Batch]) -> int:
@@ -38,8 +39,9 @@ class LeasedBatchQueue:
         return len(self._pending) - before
 
     def take(self, worker_id: str) -> Batch | None:
-        """The next batch, now leased to worker_id; None when nothing is pending."""
-        if not self._pending:
+        """The next batch, now leased to worker_id; None when nothing is pending, and always
+        None for a released worker (a dead worker's pull may still be in flight)."""
+        if not self._pending or worker_id in self._released:
             return None
         batch = self._pending.popleft()
         self._leases.setdefault(worker_id, {})[batch.batch_id] = batch
@@ -53,7 +55,9 @@ class LeasedBatchQueue:
                 leases.pop(batch_id, None)
 
     def release_worker(self, worker_id: str) -> list[int]:
-        """The worker is gone: put its unacknowledged batches back at the front, oldest first."""
+        """The worker is gone: put its unacknowledged batches back at the front, oldest first,
+        and never lease it another batch."""
+        self._released.add(worker_id)
         leases = self._leases.pop(worker_id, {})
         returned = sorted(leases.values(), key=lambda b: b.batch_id)
         self._pending.extendleft(reversed(returned))
@@ -65,6 +69,9 @@ class LeasedBatchQueue:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def is_released(self, worker_id: str) -> bool:
+        return worker_id in self._released
 
     def pending_count(self) -> int:
         return len(self._pending)
@@ -101,16 +108,16 @@ class BatchQueueActor:
         to do, or QUEUE_CLOSED once the queue is closed."""
         with self._changed:
             self._queue.ack(worker_id, acks)
-            self._changed.wait_for(lambda: self._queue.pending_count() or self._queue.closed,
-                                   timeout_s)
-            if self._queue.closed:
+            self._changed.wait_for(lambda: self._queue.pending_count() or self._queue.closed
+                                   or self._queue.is_released(worker_id), timeout_s)
+            if self._queue.closed or self._queue.is_released(worker_id):
                 return QUEUE_CLOSED
             return self._queue.take(worker_id)
 
     def release_worker(self, worker_id: str) -> list[int]:
         with self._changed:
             returned = self._queue.release_worker(worker_id)
-            self._changed.notify(len(returned))
+            self._changed.notify_all()  # the released worker's own pull must wake and end
         return returned
 
     def clear(self) -> int:

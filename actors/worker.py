@@ -31,10 +31,33 @@ class InferenceWorker:
             options = _with_null_outputs(options, self._spec.postprocess.null_outputs)
         self._backend = create_backend(backend_name, options)
         self._postprocess = self._spec.postprocess
+        self._check_outputs(options)
         # (samples, row_of_index, already_normalized); replaced whole, so readers never see
         # a half-updated view.
         self._loaded: tuple[np.ndarray, np.ndarray, bool] | None = None
         self._want_payloads = False
+
+    def _check_outputs(self, options: BackendOptions) -> None:
+        """One inference on a zero batch of 2 at startup: outputs whose shape does not fit the
+        dataset's post-processing (scores where class ids are expected, say) fail here, before
+        LoadGen, not as wrong labels later."""
+        batch = np.zeros((2, *options.sample_shape), dtype=np.float32)
+        outputs = self._backend.predict(batch)
+        problem = None
+        if any(len(output) != 2 for output in outputs):
+            problem = f"output batch sizes {[len(o) for o in outputs]} for a batch of 2"
+        else:
+            try:
+                payloads = self._postprocess(outputs, np.arange(2))
+                if len(payloads) != 2:
+                    problem = f"{len(payloads)} answers for 2 samples"
+            except ValueError as error:
+                problem = str(error)
+        if problem:
+            shapes = [list(np.shape(output)) for output in outputs]
+            raise ConfigError(f"model {options.model_path}: outputs of shapes {shapes} do not "
+                              f"fit dataset {self._spec.name!r} ({problem}). Check --outputs "
+                              "and the profile (class ids [N] or scores [N, classes]).")
 
     def describe(self) -> dict:
         import os

@@ -139,9 +139,11 @@ def _run_chunks_on_ray(chunks, images, spec, layout, folder, progress) -> None:
             done, _ = ray.wait(list(pending), num_returns=1)
             chunk = pending.pop(done[0])
             _store_chunk(chunk, ray.get(done[0]), images, folder, progress)
-    except ConfigError:
+    except ray.exceptions.RayTaskError as error:
         for ref in pending:
             ray.cancel(ref)
+        if isinstance(error.cause, ConfigError):  # the task's own message, without Ray's dress
+            raise ConfigError(str(error.cause)) from None
         raise
 
 
@@ -187,11 +189,18 @@ def reference_preprocessed_source(preprocessed_dir: str | Path, images: ImageLis
     root = Path(preprocessed_dir)
     candidates = [root, root / "preprocessed" / spec.name / layout]
     for folder in candidates:
-        if cached_file(folder, images.files[0]).is_file():
+        first = cached_file(folder, images.files[0])
+        if first.is_file():
             missing = [n for n in images.files if not cached_file(folder, n).is_file()]
             if missing:
                 raise ConfigError(f"--preprocessed_dir {folder} lacks {len(missing)} of the "
                                   f"listed samples (first: {missing[0]}.npy).")
+            sample = np.load(first, mmap_mode="r")
+            if sample.shape != spec.sample_shape(layout) or sample.dtype != np.float32:
+                raise ConfigError(f"--preprocessed_dir: {first} holds {sample.dtype} "
+                                  f"{list(sample.shape)}, but the run needs float32 "
+                                  f"{list(spec.sample_shape(layout))} ({layout}). Check "
+                                  "--data-format and the dataset.")
             return SampleSource(folder, images, spec.sample_shape(layout), np.float32,
                                 normalized=True)
     raise ConfigError(f"--preprocessed_dir {root}: no {images.files[0]}.npy there nor under "

@@ -45,7 +45,11 @@ class ArgMaxOutput:
     offset: int = 0
 
     def labels(self, outputs: list[np.ndarray]) -> np.ndarray:
-        return np.asarray(outputs[0]).reshape(-1).astype(np.int64) + self.offset
+        ids = np.asarray(outputs[0])
+        if ids.ndim > 1 and int(np.prod(ids.shape[1:])) != 1:
+            raise ValueError(f"expected one class id per sample, got an output of shape "
+                             f"{list(ids.shape)}")
+        return ids.reshape(-1).astype(np.int64) + self.offset
 
     def __call__(self, outputs: list[np.ndarray], sample_indices: np.ndarray) -> Payloads:
         return _labels_to_payloads(self.labels(outputs))

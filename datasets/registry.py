@@ -6,7 +6,7 @@ how to normalise a batch on the worker, and how to turn model outputs into paylo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -50,6 +50,10 @@ _register(DatasetSpec(
     name="imagenet_mobilenet", task="classification", image_size=(224, 224),
     crop=transforms.crop_imagenet_mobilenet, normalize=transforms.normalize_mobilenet,
     postprocess=postprocess.ArgMaxScores(offset=-1)))
+# MobileNet's pre-processing for 1000-class models (no "background" class, so no offset):
+# EfficientNet-Lite0, the trained embedded default.
+_register(replace(DATASETS["imagenet_mobilenet"], name="imagenet_mobilenet_1000",
+                  postprocess=postprocess.ArgMaxScores(offset=0, num_classes=1000)))
 _register(DatasetSpec(
     name="imagenet_pytorch", task="classification", image_size=(224, 224),
     crop=transforms.crop_imagenet_pytorch, normalize=transforms.normalize_torchvision,

@@ -1,8 +1,9 @@
 """`python -m sut`: the reference harness's command line, run on Ray.
 
-With neither --model nor --dataset-path, the embedded default runs (a ResNet-50-shaped ONNX
-model and a small ImageNet-format dataset, built offline once): an Offline performance test
-and an accuracy pass. Other flags still apply, e.g. `python -m sut --scenario Server`.
+With neither --model nor --dataset-path, the embedded default runs (EfficientNet-Lite0 with
+trained weights on 20 labelled ImageNet photos, exported offline once; or, with
+--profile resnet50-onnxruntime, a random-weight ResNet-50 on synthetic images): an accuracy pass
+and an Offline performance test. Other flags still apply: `python -m sut --scenario Server`.
 
 Exit status: 0 the run completed (VALID or INVALID is in the report), 2 bad input (nothing
 started), 3 the run failed (no worker left, a batch failing every retry, ...).
@@ -91,14 +92,16 @@ def resolve(argv: list[str]):
     args = build_parser().parse_args(argv)
     notes: list[str] = []
     if args.model is None and args.dataset_path is None:
-        from sut.embedded import NOTE_RANDOM_WEIGHTS, ensure_embedded_assets
+        from sut.embedded import ensure_embedded_assets
 
-        assets = ensure_embedded_assets(args.cache_dir)
+        assets = ensure_embedded_assets(args.cache_dir, args.profile)
         args.model, args.dataset_path = str(assets.model), str(assets.dataset_path)
-        args.profile = args.profile or "resnet50-onnxruntime"
+        args.dataset_list = args.dataset_list or (
+            str(assets.dataset_list) if assets.dataset_list else None)
+        args.profile = assets.profile
         args.scenario = args.scenario or "Offline"
         args.user_conf = args.user_conf or str(assets.user_conf)
-        notes.append(NOTE_RANDOM_WEIGHTS)
+        notes.append(assets.note)
         embedded = True
     elif args.model is None or args.dataset_path is None:
         raise ConfigError("give both --model and --dataset-path (or neither, for the embedded "
@@ -108,7 +111,7 @@ def resolve(argv: list[str]):
     args.scenario = args.scenario or "SingleStream"
     config = resolve_config(args)
     if embedded and not (args.accuracy or args.find_peak_performance):
-        config = dataclasses.replace(config, modes=("performance", "accuracy"))
+        config = dataclasses.replace(config, modes=("accuracy", "performance"))
     config = dataclasses.replace(config, notes=tuple(notes))
     images = read_val_map(config.dataset_path, config.dataset_list, config.count)
     return config, images
@@ -116,14 +119,15 @@ def resolve(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     from sut.errors import ConfigError, RunFailed
-    from sut.runner import print_summary, run
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        _check_datasets_package()
+        _check_datasets_package()  # before anything imports from `datasets`
+        from sut.runner import print_summary, run
+
         config, images = resolve(argv)
         for note in config.notes:
             print(f"NOTE: {note}", flush=True)

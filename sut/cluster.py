@@ -34,10 +34,32 @@ def connect(config: RunConfig) -> None:
                   runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning",
                                            "RAY_worker_niceness": "0"}})
     if config.address:
-        ray.init(address=config.address, **common)
+        _check_reachable(config.address)
+        try:
+            ray.init(address=config.address, **common)
+        except (ConnectionError, RuntimeError) as error:
+            raise ConfigError(f"--address {config.address}: cannot join a Ray cluster there "
+                              f"({str(error).strip().splitlines()[0]}). Start one (ray start "
+                              "--head, or ray up cluster.yaml) or drop --address to run on a "
+                              "local Ray instance.") from None
     else:
         # The dashboard stays off (and so off the network) unless the user starts Ray himself.
         ray.init(include_dashboard=False, **common)
+
+
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable host:port for minutes; a plain TCP connect answers in 3 s."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as error:
+        raise ConfigError(f"--address {address}: nothing answers there ({error}). Start a "
+                          "cluster (ray start --head, or ray up cluster.yaml), or drop "
+                          "--address to run on a local Ray instance.") from None
 
 
 def available_gpus() -> int:
@@ -52,22 +74,41 @@ def available_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
 
 
+def node_cpus() -> list[int]:
+    """CPUs of each live node."""
+    import ray
+
+    return [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
+
+
 def check_placement(config: RunConfig) -> None:
-    """Refuse a request Ray cannot place, before anything starts."""
+    """Refuse a request Ray cannot place, before anything starts (Ray would wait forever)."""
     if config.gpus:
         seen = available_gpus()
         if config.gpus > seen:
             raise ConfigError(f"--gpus {config.gpus}, but Ray sees {seen} GPU(s) in this "
-                              "cluster. Use --gpus {seen} or fewer, or --workers K for CPU "
-                              "workers.".replace("{seen}", str(seen)))
+                              f"cluster. Use --gpus {seen} or fewer, or --workers K for CPU "
+                              "workers.")
+    threads = threads_per_worker(config)
+    per_node = node_cpus()
+    if threads > max(per_node, default=0):
+        raise ConfigError(f"--threads {threads}: no node has that many CPUs (the largest has "
+                          f"{max(per_node, default=0)}). Use fewer threads per worker.")
+    places = sum(cpus // threads for cpus in per_node)
+    if config.num_workers > places:
+        raise ConfigError(f"{config.num_workers} worker(s) x {threads} thread(s) do not fit "
+                          f"the CPUs Ray has ({per_node} per node). Use fewer --workers or "
+                          "--threads.")
 
 
 def threads_per_worker(config: RunConfig) -> int:
+    """Intra-op threads (and so Ray CPUs) per worker: the CPUs of a node shared out."""
     if config.threads:
         return config.threads
     if config.device == "gpu":
         return 1  # the device does the work; one host thread feeds it
-    return max(1, available_cpus() // config.num_workers)
+    largest = max(node_cpus(), default=1)
+    return max(1, min(largest, available_cpus() // config.num_workers))
 
 
 class WorkerPool:
@@ -150,11 +191,23 @@ class WorkerPool:
 
     # -- used by the run -------------------------------------------------------------------
     def broadcast(self, method: str, *args) -> None:
-        """Call a method on every live worker and wait for all of them."""
+        """Call a method on every live worker and wait for all of them. A worker that died is
+        skipped (the completion thread notices it and returns its batches); only when no worker
+        answers does this raise."""
         import ray
 
-        refs = [getattr(handle, method).remote(*args) for handle in self.workers.values()]
-        ray.get(refs)
+        handles = list(self.workers.items())  # the completion thread may drop dead ones
+        refs = {getattr(handle, method).remote(*args): worker_id for worker_id, handle in handles}
+        answered = 0
+        for ref, worker_id in refs.items():
+            try:
+                ray.get(ref)
+                answered += 1
+            except ray.exceptions.RayActorError as error:
+                log.error("%s unreachable during %s: %s", worker_id, method,
+                          str(error).strip().splitlines()[0])
+        if not answered:
+            raise RunFailed(f"no worker answered {method}: all {len(refs)} are gone")
 
     def send(self, batches) -> None:
         self.queue.put.remote(batches)

@@ -104,7 +104,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"{flag} {path}: no such file.")
     max_batchsize = _first(args.max_batchsize, profile.max_batchsize, DEFAULTS.max_batchsize)
     _check_positive("--max-batchsize", max_batchsize)
-    for flag in ("count", "threads", "workers", "performance_sample_count", "time"):
+    for flag in ("count", "threads", "workers", "performance_sample_count", "time", "qps",
+                 "max_latency", "samples_per_query", "server_batch_timeout_ms"):
         _check_positive("--" + flag.replace("_", "-"), getattr(args, flag))
     gpus = args.gpus or 0
     if gpus < 0:

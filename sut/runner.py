@@ -85,7 +85,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     timeout_s = config.server_batch_timeout_s or server_batch_timeout_s(
         settings.server_target_latency_ns)
     dispatcher = Dispatcher(config.scenario, config.max_batchsize, ledger, pool.send, completer,
-                            pool.live_workers(), batch_ids, timeout_s)
+                            pool.live_workers, batch_ids, timeout_s)
     # Payload bytes travel back only when LoadGen logs them: accuracy mode, or an audit
     # (compliance) config that samples the accuracy log during a performance run.
     pool.broadcast("set_payloads", mode == "accuracy" or bool(config.audit_conf))
@@ -107,8 +107,10 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     watchdog.start()
     started = time.monotonic()
     try:
-        loadgen_bridge.run_test(settings, mode, len(images), performance_count,
-                                dispatcher.issue, dispatcher.flush, load, shared.unload,
+        callbacks = [_never_raise(name, function, completer) for name, function in (
+            ("issue_queries", dispatcher.issue), ("flush_queries", dispatcher.flush),
+            ("load_query_samples", load), ("unload_query_samples", shared.unload))]
+        loadgen_bridge.run_test(settings, mode, len(images), performance_count, *callbacks,
                                 str(test_dir), trace=config.debug, audit_conf=config.audit_conf)
     finally:
         watchdog.stop()
@@ -125,6 +127,20 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     elif mode == "accuracy":
         outcome["accuracy"] = score_test(config, images, test_dir)
     return outcome
+
+
+def _never_raise(name: str, function, completer: Completer):
+    """A LoadGen callback must not raise: an exception crossing into LoadGen's C++ kills the
+    process. Log it and abort the run instead, so LoadGen finishes and the report says why."""
+
+    def callback(*args):
+        try:
+            function(*args)
+        except Exception as error:  # noqa: BLE001 - reported through the abort
+            log.exception("%s failed", name)
+            completer.abort(f"{name} failed: {type(error).__name__}: {error}")
+
+    return callback
 
 
 def score_test(config: RunConfig, images: ImageList, test_dir: Path) -> dict:

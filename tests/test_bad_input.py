@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import types
 
+import numpy as np
+
 import pytest
 
 from sut.cli import EXIT_BAD_INPUT, main
@@ -183,3 +185,52 @@ def test_hugging_face_datasets_in_the_way_is_named(cli, good_args, monkeypatch):
     code, err = cli(*good_args)
     assert code == EXIT_BAD_INPUT
     assert "Hugging Face" in err and "/site-packages/datasets" in err
+
+
+def test_unreachable_ray_address(tmp_path, cache_dir, good_args, capsys):
+    """Checked before Ray is joined; run in a process of its own (this one is joined)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "sut", *good_args, "--address", "127.0.0.1:9",
+                           "--output", str(tmp_path / "out"), "--cache_dir", str(cache_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_BAD_INPUT
+    assert "--address 127.0.0.1:9" in done.stderr and "nothing answers" in done.stderr
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--workers", "3"], "3 worker(s) x 1 thread(s) do not fit"),
+    (["--threads", "64"], "--threads 64: no node has that many CPUs"),
+])
+def test_workers_that_ray_cannot_place(cli, good_args, extra, expected):
+    code, err = cli(*good_args, *extra)
+    assert code == EXIT_BAD_INPUT
+    assert expected in err
+
+
+@pytest.mark.parametrize("flag, value", [("--max-latency", "-0.01"), ("--qps", "0"),
+                                         ("--samples-per-query", "-1")])
+def test_non_positive_loadgen_numbers(cli, good_args, flag, value):
+    code, err = cli(*good_args, flag, value)
+    assert code == EXIT_BAD_INPUT
+    assert f"{flag} {value}" in err
+
+
+def test_model_emitting_scores_where_the_profile_expects_class_ids(cli, good_args, known_set,
+                                                                   model_dir):
+    """resnet50-onnxruntime reads ArgMax:0 as class ids; a model whose output is scores must be
+    refused at startup, not scored as garbage labels."""
+    scores_model = known_set.model(model_dir, "vgg", "NCHW", kind="scores")
+    code, err = cli(*replace_flag(good_args, "--model", str(scores_model)))
+    assert code == EXIT_BAD_INPUT
+    assert "[2, 1001]" in err and "do not fit dataset 'imagenet'" in err
+
+
+def test_reference_preprocessed_dir_in_the_other_layout(cli, good_args, known_set, tmp_path):
+    folder = tmp_path / "pre"
+    folder.mkdir()
+    for name, _ in known_set.lines:
+        np.save(folder / name, np.zeros((224, 224, 3), np.float32))  # NHWC files
+    code, err = cli(*good_args, "--preprocessed_dir", str(folder))
+    assert code == EXIT_BAD_INPUT
+    assert "[224, 224, 3]" in err and "[3, 224, 224]" in err and "--data-format" in err

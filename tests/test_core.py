@@ -94,6 +94,9 @@ def test_ledger_completes_each_batch_once():
         ledger.record([make_batch(2, [5])])
     assert [b.batch_id for b in ledger.close_all()] == [2]
     assert ledger.wait_until_empty(0.01)
+    # Closed: nothing more is recorded; the batches come back to be answered at once.
+    late = [make_batch(7, [7])]
+    assert ledger.record(late) == late and ledger.outstanding_batches() == 0
 
 
 def test_completer_completes_exactly_once_despite_duplicate_results():
@@ -134,8 +137,8 @@ def test_failure_for_a_batch_already_answered_is_ignored():
 def make_dispatcher(scenario, max_batchsize, workers=1, timeout_s=0.05):
     ledger, recorder, sent = CompletionLedger(), Recorder(), []
     completer = Completer(ledger, recorder, sent.extend)
-    dispatcher = Dispatcher(scenario, max_batchsize, ledger, sent.extend, completer, workers,
-                            itertools.count(), timeout_s)
+    dispatcher = Dispatcher(scenario, max_batchsize, ledger, sent.extend, completer,
+                            lambda: workers, itertools.count(), timeout_s)
     return dispatcher, ledger, completer, recorder, sent
 
 
@@ -184,6 +187,21 @@ def test_server_partial_batch_leaves_after_the_timeout():
         dispatcher.stop()
 
 
+def test_an_abort_between_the_check_and_the_record_loses_nothing():
+    """The completion thread may abort while LoadGen's thread is emitting: whatever the
+    interleaving, every sample is answered."""
+    dispatcher, ledger, completer, recorder, sent = make_dispatcher("Offline", 2)
+    original_record = ledger.record
+
+    def record_after_abort(batches):
+        completer.abort("raced")
+        return original_record(batches)
+
+    ledger.record = record_after_abort
+    dispatcher.issue(np.array([1, 2, 3], np.uint64), np.array([0, 1, 2]))
+    assert sorted(recorder.completed) == [1, 2, 3] and sent == []
+
+
 def test_after_an_abort_new_samples_are_answered_at_once():
     dispatcher, ledger, completer, recorder, sent = make_dispatcher("Offline", 4)
     completer.abort("test")
@@ -204,6 +222,9 @@ def test_queue_leases_until_ack_and_returns_a_dead_workers_batches_first():
     assert queue.release_worker("a") == [2]
     assert [queue.take("b").batch_id for _ in range(3)] == [2, 3, 4]
     assert queue.take("b") is None
+    queue.put([make_batch(5, [5])])
+    assert queue.take("a") is None, "a released (dead) worker never gets another batch"
+    assert queue.take("b").batch_id == 5
     queue.close()
     with pytest.raises(RuntimeError):
         queue.put([make_batch(9, [9])])
@@ -234,7 +255,8 @@ def test_warm_up_batches_come_back_without_reaching_loadgen():
     ledger, recorder = CompletionLedger(), Recorder()
     sent: list[Batch] = []
     completer = Completer(ledger, recorder, sent.extend)
-    dispatcher = Dispatcher("Server", 4, ledger, sent.extend, completer, 1, itertools.count(), 1)
+    dispatcher = Dispatcher("Server", 4, ledger, sent.extend, completer, lambda: 1,
+                            itertools.count(), 1)
     waiter = threading.Thread(target=lambda: [completer.handle(BatchResult(b.batch_id, "w"))
                                               for b in _wait_for(sent, 3)])
     waiter.start()

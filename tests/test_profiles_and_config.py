@@ -70,7 +70,8 @@ def test_find_peak_performance_is_for_server_only(tmp_path):
         parse(tmp_path, "--find-peak-performance")
 
 
-@pytest.mark.parametrize("flag", ["--count", "--max-batchsize", "--threads", "--time"])
+@pytest.mark.parametrize("flag", ["--count", "--max-batchsize", "--threads", "--time", "--qps",
+                                  "--max-latency", "--samples-per-query"])
 def test_non_positive_numbers_are_refused(tmp_path, flag):
     with pytest.raises(ConfigError, match=flag):
         parse(tmp_path, flag, "0")
