@@ -133,7 +133,11 @@ class WorkerActor(InferenceWorker):
     def describe(self) -> dict:
         if self.startup_error is not None:
             return {"startup_error": self.startup_error}
-        return super().describe()
+        import ray
+
+        context = ray.get_runtime_context()
+        return {**super().describe(), "node_id": context.get_node_id(),
+                "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()]}
 
     def serve(self, queue, aggregator, poll_timeout_s: float = 1.0) -> int:
         """Pull, infer, push until the queue closes. Returns the number of batches served.

@@ -19,4 +19,4 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if not any(arg == "--address" or arg.startswith("--address=") for arg in argv):
         argv = ["--address", "auto", *argv]
-    sys.exit(main(argv))
+    sys.exit(main(argv, handle_signals=True))

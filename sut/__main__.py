@@ -1,5 +1,5 @@
 import sys
 
-from sut.cli import main
+from sut.cli import entry_point
 
-sys.exit(main())
+sys.exit(entry_point())

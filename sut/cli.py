@@ -117,8 +117,15 @@ def resolve(argv: list[str]):
     return config, images
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, handle_signals: bool = False) -> int:
+    """Run the CLI. handle_signals routes Ctrl-C/SIGTERM so they stop a run promptly (see
+    interrupts.py); only the process's own entry points set it."""
     from sut.errors import ConfigError, RunFailed
+
+    if handle_signals:
+        from sut import interrupts
+
+        interrupts.install()
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -138,5 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as error:
         print(f"run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        from sut.interrupts import EXIT_INTERRUPTED
+
+        print("interrupted: workers shut down.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print_summary(results)
     return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK
+
+
+def entry_point() -> int:
+    """The console script and `python -m sut`: the harness owns the process and its signals."""
+    return main(handle_signals=True)

@@ -235,6 +235,15 @@ class WorkerPool:
         self.lost_workers.extend(lost)
         return lost
 
+    def failures(self) -> list[tuple[int, str, str]]:
+        """Batches that raised in a worker so far: (batch id, worker id, error)."""
+        import ray
+
+        try:
+            return ray.get(self.aggregator.stats.remote(), timeout=10)["failures"]
+        except Exception:  # noqa: BLE001 - a report must not fail on a dead aggregator
+            return []
+
     def live_workers(self) -> int:
         return len(self.serving)
 

@@ -81,7 +81,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     dataset = _first(args.dataset, profile.dataset, DEFAULTS.dataset)
     get_dataset(dataset)
     data_format = _first(args.data_format, profile.data_format,
-                         backend_class(backend).preferred_layout)
+                         getattr(backend_class(backend), "preferred_layout", "NCHW"))
     if data_format not in LAYOUTS:
         raise ConfigError(f"--data-format {data_format!r}; choose one of {list(LAYOUTS)}")
     if args.scenario not in SCENARIOS:

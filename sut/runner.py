@@ -20,7 +20,7 @@ from datasets.accuracy import read_accuracy_log, score_imagenet
 from datasets.cache import SampleSource, ensure_preprocessed, reference_preprocessed_source
 from datasets.imagenet import ImageList
 from datasets.registry import get_dataset
-from sut import loadgen_bridge
+from sut import interrupts, loadgen_bridge
 from sut.batching import server_batch_timeout_s
 from sut.cluster import WorkerPool, check_placement, connect
 from sut.completion import CompletionLoop
@@ -67,6 +67,8 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
                 break
     results["results_file"] = str(output / "results.json")
     write_results(results, output)
+    if interrupts.received():
+        raise KeyboardInterrupt
     return results
 
 
@@ -101,6 +103,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
 
     performance_count = min(len(images), config.performance_sample_count
                             or settings.performance_sample_count_override or 1024)
+    unregister_interrupt = interrupts.on_interrupt(completer.abort)
     completion = CompletionLoop(pool, completer, ledger).start()
     watchdog = _AbortWatchdog(completer, test_dir)
     dispatcher.start()
@@ -113,6 +116,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         loadgen_bridge.run_test(settings, mode, len(images), performance_count, *callbacks,
                                 str(test_dir), trace=config.debug, audit_conf=config.audit_conf)
     finally:
+        unregister_interrupt()
         watchdog.stop()
         dispatcher.stop()
         completion.stop()
@@ -120,8 +124,13 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     outcome = summarize_test(config.scenario, mode, test_dir)
     outcome["wall_seconds"] = round(time.monotonic() - started, 3)
     outcome["retried_batches"] = completer.retried_batches
-    if pool.lost_workers:
-        outcome["faults"] = [f"{worker}: {why}" for worker, why in pool.lost_workers]
+    outcome["samples_stored_on_nodes"] = shared.stored_on_nodes
+    faults = [f"{worker} lost: {why}" for worker, why in pool.lost_workers]
+    failures = pool.failures()
+    faults += [f"batch {batch_id} failed on {worker}: {error.strip().splitlines()[0]}"
+               for batch_id, worker, error in failures]
+    if faults:
+        outcome["faults"] = faults
     if completer.abort_reason:
         outcome["error"] = completer.abort_reason
     elif mode == "accuracy":

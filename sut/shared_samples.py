@@ -21,6 +21,7 @@ class SharedSamples:
         self._ref = None
         self.loaded_count = 0
         self.loaded_bytes = 0
+        self.stored_on_nodes: list[str] = []  # where copies of the last load live
 
     def load(self, indices: list[int]) -> None:
         import ray
@@ -32,6 +33,9 @@ class SharedSamples:
         self.loaded_count, self.loaded_bytes = len(indices), array.nbytes
         del array  # the object store holds the only copy now
         self._pool.broadcast("set_samples", self._ref, row_of_index, self._source.normalized)
+        # One copy per node that needed it (the driver's, and each node with workers).
+        locations = ray.experimental.get_object_locations([self._ref])[self._ref]
+        self.stored_on_nodes = list(locations.get("node_ids") or [])
 
     def unload(self, indices: list[int] | None = None) -> None:
         if self._ref is None:

@@ -43,6 +43,9 @@ def ray_address():
 
     import ray
 
+    # Workers import test-only plug-in backends (fault_backends.py) from here.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     ray.init(num_cpus=2, num_gpus=4, include_dashboard=False, logging_level=logging.WARNING)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -114,9 +117,29 @@ def run_cli(tmp_path, ray_address, cache_dir):
         if join_ray:
             command += ["--address", ray_address]
         command += list(args)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
                               cwd=tmp_path, env=env)
         return CliRun(done.returncode, done.stdout, done.stderr, output)
+
+    return run
+
+
+def assert_each_sample_once(entries: list[dict], count: int) -> None:
+    indices = sorted(entry["qsl_idx"] for entry in entries)
+    assert indices == list(range(count)), "every qsl index exactly once"
+    assert len({entry["seq_id"] for entry in entries}) == len(entries)
+
+
+@pytest.fixture
+def run_known(run_cli, known_set, model_dir, short_user_conf):
+    """Run the CLI on the known-answer images with short LoadGen settings."""
+
+    def run(scenario: str, *extra: str, model=None, profile: str = "resnet50-onnxruntime",
+            dataset=None):
+        model = model or known_set.model(model_dir, "vgg", "NCHW")
+        return run_cli("--profile", profile, "--model", str(model),
+                       "--dataset-path", str(dataset or known_set.dataset_path),
+                       "--scenario", scenario, "--user_conf", str(short_user_conf), *extra)
 
     return run

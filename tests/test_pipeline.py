@@ -9,27 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import assert_each_sample_once
+
 SCENARIOS = ["Offline", "Server", "SingleStream", "MultiStream"]
-
-
-def assert_each_sample_once(entries: list[dict], count: int) -> None:
-    indices = sorted(entry["qsl_idx"] for entry in entries)
-    assert indices == list(range(count)), "every qsl index exactly once"
-    assert len({entry["seq_id"] for entry in entries}) == len(entries)
-
-
-@pytest.fixture
-def run_known(run_cli, known_set, model_dir, short_user_conf):
-    """Run the CLI on the known-answer images with short LoadGen settings."""
-
-    def run(scenario: str, *extra: str, model=None, profile: str = "resnet50-onnxruntime",
-            dataset=None):
-        model = model or known_set.model(model_dir, "vgg", "NCHW")
-        return run_cli("--profile", profile, "--model", str(model),
-                       "--dataset-path", str(dataset or known_set.dataset_path),
-                       "--scenario", scenario, "--user_conf", str(short_user_conf), *extra)
-
-    return run
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -1,0 +1,76 @@
+"""Ctrl-C (SIGINT) and SIGTERM for a driver whose main thread sits inside LoadGen's C++.
+
+Python runs its signal handlers only on the main thread between bytecodes, and LoadGen's
+StartTest holds the main thread until the test ends, so a plain KeyboardInterrupt would wait
+for the whole run. Instead the signals are blocked in every thread and taken by a thread of
+our own. During a LoadGen test it aborts the test (LoadGen then gets every sample answered and
+returns) and the runner raises KeyboardInterrupt once LoadGen is done with its logs (raising it
+while LoadGen's logger still flushes crashes the process at exit); outside a test it raises
+KeyboardInterrupt in the main thread at once. Either way the worker pool is closed on the way
+out, and should the process still be alive after GRACE_S, it exits.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import os
+import signal
+import threading
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 20.0
+EXIT_INTERRUPTED = 130
+
+_abort_callbacks: list[Callable[[str], None]] = []
+_lock = threading.Lock()
+_received = threading.Event()
+
+
+def received() -> bool:
+    """A signal arrived: the runner stops after the current LoadGen test."""
+    return _received.is_set()
+
+
+def on_interrupt(abort: Callable[[str], None]) -> Callable[[], None]:
+    """Call abort(reason) if a signal arrives; returns the function that unregisters it."""
+    with _lock:
+        _abort_callbacks.append(abort)
+
+    def unregister() -> None:
+        with _lock:
+            if abort in _abort_callbacks:
+                _abort_callbacks.remove(abort)
+
+    return unregister
+
+
+def install() -> None:
+    """Route SIGINT/SIGTERM to a watcher thread. Call before any other thread starts (threads
+    inherit the blocked mask); only in a process that is the harness itself."""
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    threading.Thread(target=_watch, args=(signals,), name="signals", daemon=True).start()
+
+
+def _watch(signals) -> None:
+    signum = signal.sigwait(signals)
+    name = signal.Signals(signum).name
+    log.warning("%s received: stopping the run", name)
+    _received.set()
+    with _lock:
+        callbacks = list(_abort_callbacks)
+    for abort in callbacks:
+        abort(f"interrupted by {name}")
+    if not callbacks:
+        _thread.interrupt_main()
+    threading.Timer(GRACE_S, _exit_now, args=(name,)).start()
+    signal.sigwait(signals)  # a second Ctrl-C: leave at once
+    _exit_now(name)
+
+
+def _exit_now(name: str) -> None:
+    print(f"\ninterrupted by {name}; exiting.", flush=True)
+    os._exit(EXIT_INTERRUPTED)

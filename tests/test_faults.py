@@ -1,0 +1,112 @@
+"""Faults mid-run: every sample is still answered exactly once, with the right answer, and the
+report names the fault; a run that cannot go on stops with an error, never hangs.
+
+The misbehaving backend (fault_backends.py) wraps the known-answer model, so "the right answer"
+is checked for every sample.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import assert_each_sample_once
+
+FAULTY = "fault_backends:FaultyBackend"
+
+
+@pytest.fixture
+def plan(tmp_path, known_set, model_dir):
+    """Write a fault plan (see fault_backends.py) around the known-answer model."""
+
+    def write(**faults) -> str:
+        path = tmp_path / "plan.json"
+        faults.setdefault("model", str(known_set.model(model_dir, "vgg", "NCHW")))
+        path.write_text(json.dumps(faults))
+        return str(path)
+
+    return write
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "Server"])
+def test_worker_killed_mid_run_loses_and_duplicates_nothing(scenario, run_known, plan,
+                                                            tmp_path):
+    model = plan(kill_on_call=3, once=str(tmp_path / "killed"), sleep_s=0.05)
+    run = run_known(scenario, "--accuracy", "--backend", FAULTY, "--gpus", "2", "--device",
+                    "cpu", "--max-batchsize", "2", model=model)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "killed").exists(), "the fault must really have happened"
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    assert_each_sample_once(run.accuracy_log(), 16)
+    faults = run.results()["tests"][0]["faults"]
+    assert any("lost" in fault and "worker-" in fault for fault in faults), faults
+
+
+def test_batch_that_raises_once_is_retried(run_known, plan, tmp_path):
+    model = plan(raise_on_call=2, once=str(tmp_path / "raised"))
+    run = run_known("Offline", "--accuracy", "--backend", FAULTY, "--workers", "2",
+                    "--max-batchsize", "4", model=model)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    assert_each_sample_once(run.accuracy_log(), 16)
+    test = run.results()["tests"][0]
+    assert test["retried_batches"] == 1
+    assert any("injected fault" in fault for fault in test["faults"])
+
+
+def test_batch_that_always_raises_stops_the_run_with_its_error(run_known, plan):
+    started = time.monotonic()
+    run = run_known("Offline", "--accuracy", "--backend", FAULTY, "--workers", "2",
+                    model=plan(raise_always=True))
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    error = run.results()["tests"][0]["error"]
+    assert "failed 3 times" in error and "always fails" in error
+
+
+def test_every_worker_killed_ends_the_run_non_zero_in_bounded_time(run_known, plan):
+    model = plan(kill_on_call=2)  # each worker dies on its first batch
+    started = time.monotonic()
+    run = run_known("Server", "--backend", FAULTY, "--gpus", "2", "--device", "cpu",
+                    model=model)
+    elapsed = time.monotonic() - started
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert elapsed < 120
+    test = run.results()["tests"][0]
+    assert "no worker left" in test["error"]
+    assert "FAILED" in run.stdout
+    assert (run.output / "mlperf_log_detail.txt").is_file(), "LoadGen's logs so far are kept"
+
+
+def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, known_set, ray_address,
+                                                                  cache_dir, short_user_conf,
+                                                                  tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    model = plan(sleep_s=0.3)  # slow enough that the run is still going when we interrupt
+    output = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir", str(cache_dir),
+         "--output", str(output), "--profile", "resnet50-onnxruntime", "--backend", FAULTY,
+         "--model", model, "--dataset-path", str(known_set.dataset_path), "--scenario",
+         "Offline", "--max-batchsize", "1", "--time", "60", "--qps", "100",
+         "--user_conf", str(short_user_conf)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
+    deadline = time.monotonic() + 120
+    while not (output / "mlperf_log_detail.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)  # LoadGen has started once its detail log exists
+    time.sleep(2)
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert time.monotonic() - interrupted_at < 30
+    assert "interrupted" in stdout + stderr
