@@ -110,3 +110,15 @@ def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, known_set,
     assert process.returncode == 130, stderr[-3000:]
     assert time.monotonic() - interrupted_at < 30
     assert "interrupted" in stdout + stderr
+    assert "interrupted by SIGINT" in json.loads((output / "results.json").read_text())[
+        "tests"][0]["error"]
+    from ray._private import state  # the GCS's actor table (no dashboard in these tests)
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alive = [actor for actor in state.actors().values()
+                 if actor["State"] == "ALIVE" and "WorkerActor" in actor["ActorClassName"]]
+        if not alive:
+            break
+        time.sleep(1)
+    assert not alive, "the workers are shut down"
