@@ -119,16 +119,18 @@ class WorkerActor(InferenceWorker):
     """The worker as a Ray actor. Create it with max_concurrency >= 2: `serve` runs for the
     whole session on one thread while `set_samples` and friends arrive on another.
 
-    A ConfigError while building the backend (bad model, missing CUDA) does not kill the actor:
+    An error while building the backend (bad model, missing CUDA) does not kill the actor:
     `describe` reports it, so the driver can show the user the message without a traceback.
     """
 
     def __init__(self, *args, **kwargs) -> None:
-        self.startup_error: str | None = None
+        self.startup_error: tuple[str, str] | None = None  # (kind, message)
         try:
             super().__init__(*args, **kwargs)
         except ConfigError as error:
-            self.startup_error = str(error)
+            self.startup_error = ("config", str(error))
+        except Exception as error:  # noqa: BLE001 - reported to the driver, which stops
+            self.startup_error = ("failed", f"{type(error).__name__}: {error}")
 
     def describe(self) -> dict:
         if self.startup_error is not None:

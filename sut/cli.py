@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output", default="output", help="folder for LoadGen logs and results.json")
     add("--inputs", help="comma-separated input tensor names")
     add("--outputs", help="comma-separated output tensor names")
-    add("--backend", help="onnxruntime or null (the harness alone, no inference)")
+    add("--backend", help="onnxruntime, pytorch, or null (the harness alone, no inference)")
     add("--model-name", help="LoadGen model key for its rules, e.g. resnet50")
     add("--threads", type=int, help="intra-op threads per CPU worker (default: CPUs / workers)")
     add("--qps", type=float, help="Server target QPS and Offline expected QPS")
@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     ray_group.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
     ray_group.add_argument("--server-batch-timeout-ms", type=float,
                            help="Server batching wait (default: a tenth of the latency bound)")
+    backend_group = parser.add_argument_group("backend options")
+    backend_group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                               help="compute precision (pytorch)")
+    backend_group.add_argument("--compile", action="store_true",
+                               help="torch.compile the model (pytorch)")
+    backend_group.add_argument("--channels-last", action="store_true",
+                               help="channels_last memory format (pytorch)")
     return parser
 
 

@@ -152,7 +152,8 @@ class WorkerPool:
             model_path=os.path.abspath(config.model) if config.backend != "null" else config.model,
             inputs=config.inputs, outputs=config.outputs, layout=config.data_format,
             sample_shape=spec.sample_shape(config.data_format), device=config.device,
-            threads=threads)
+            threads=threads, model_name=config.model_name, precision=config.precision,
+            compile=config.compile, channels_last=config.channels_last)
         resources = {"num_cpus": threads}
         if config.gpus:
             resources["num_gpus"] = 1
@@ -182,7 +183,10 @@ class WorkerPool:
                     raise RunFailed(f"worker {refs[ref]} failed to start: "
                                     f"{str(error).strip().splitlines()[-1]}") from None
                 if "startup_error" in description:
-                    raise ConfigError(description["startup_error"])
+                    kind, message = description["startup_error"]
+                    if kind == "config":
+                        raise ConfigError(message)
+                    raise RunFailed(f"worker {refs[ref]} failed to start: {message}")
                 self.descriptions.append(description)
             if pending and time.monotonic() - started > self.ready_timeout_s:
                 raise RunFailed(f"{len(pending)} worker(s) not ready after "

@@ -53,6 +53,9 @@ class RunConfig:
     device: str = "cpu"
     address: str | None = None
     server_batch_timeout_s: float | None = None  # None: derived from the latency bound
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
     notes: tuple[str, ...] = field(default=())  # lines for the report (embedded default, ...)
 
     @property
@@ -132,7 +135,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         user_conf=args.user_conf, audit_conf=args.audit_conf, debug=args.debug,
         gpus=gpus, workers=args.workers, device=device, address=args.address,
         server_batch_timeout_s=(args.server_batch_timeout_ms / 1000.0
-                                if args.server_batch_timeout_ms else None))
+                                if args.server_batch_timeout_ms else None),
+        precision=args.precision, compile=args.compile, channels_last=args.channels_last)
 
 
 def _check_positive(flag: str, value) -> None:

@@ -84,22 +84,23 @@ def ensure_embedded_assets(cache_root: str | Path, profile: str | None = None) -
     user_conf = folder / "user.conf"
     if not user_conf.is_file() or user_conf.read_text() != _USER_CONF:
         user_conf.write_text(_USER_CONF)
-    return build(folder, user_conf)
+    return build(profile, folder, user_conf)
 
 
-def _trained_efficientnet(folder: Path, user_conf: Path) -> EmbeddedAssets:
+def _trained_efficientnet(profile: str, folder: Path, user_conf: Path) -> EmbeddedAssets:
     from datasets.shipped_photos import foolbox_photo_folder, write_photo_list
-    from sut.efficientnet_lite0 import EXTRA, ensure_exported
+    from sut.efficientnet_lite0 import EXTRA, TORCHSCRIPT_FILE, ensure_exported
 
     photos = foolbox_photo_folder(EXTRA)
     photo_list = folder / "foolbox-imagenet" / "val_map.txt"
     write_photo_list(photos, photo_list)
     model = ensure_exported(folder / "efficientnet-lite0")
-    return EmbeddedAssets("efficientnet-lite0-onnxruntime", model, photos, photo_list,
-                          user_conf, NOTE_TRAINED)
+    if profile.endswith("-pytorch"):
+        model = model.with_name(TORCHSCRIPT_FILE)
+    return EmbeddedAssets(profile, model, photos, photo_list, user_conf, NOTE_TRAINED)
 
 
-def _random_resnet50(folder: Path, user_conf: Path) -> EmbeddedAssets:
+def _random_resnet50(profile: str, folder: Path, user_conf: Path) -> EmbeddedAssets:
     own = folder / "resnet50-random"
     assets = EmbeddedAssets("resnet50-onnxruntime", own / "resnet50_v1.5_random.onnx",
                             own / "imagenet-synthetic", None, user_conf, NOTE_RANDOM_WEIGHTS)
@@ -117,8 +118,9 @@ def _random_resnet50(folder: Path, user_conf: Path) -> EmbeddedAssets:
     return assets
 
 
-_BUILDERS: dict[str, Callable[[Path, Path], EmbeddedAssets]] = {
+_BUILDERS: dict[str, Callable[[str, Path, Path], EmbeddedAssets]] = {
     "efficientnet-lite0-onnxruntime": _trained_efficientnet,
+    "efficientnet-lite0-pytorch": _trained_efficientnet,  # the TorchScript export
     "resnet50-onnxruntime": _random_resnet50,
 }
 

@@ -61,6 +61,8 @@ _register(Profile(name="mobilenet-onnxruntime", model_name="mobilenet",
 _register(Profile(name="efficientnet-lite0-onnxruntime", model_name="efficientnet-lite0",
                   dataset="imagenet_mobilenet_1000", backend="onnxruntime",
                   inputs=("input",), outputs=("logits",)))
+_register(Profile(name="efficientnet-lite0-pytorch", model_name="efficientnet-lite0",
+                  dataset="imagenet_mobilenet_1000", backend="pytorch"))
 
 
 def get_profile(name: str) -> Profile:

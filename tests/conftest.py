@@ -64,15 +64,26 @@ class KnownAnswerSet:
     lines: list  # (file, label) in QSL order
 
     def model(self, folder: Path, recipe: str, layout: str, **options) -> Path:
-        """A known-answer model for this set, built from the SPEC's pre-processing `recipe`."""
-        tensors = [known_answer.spec_preprocess(self.dataset_path / name, recipe, layout)
-                   for name, _ in self.lines]
-        labels = [label for _, label in self.lines]
+        """A known-answer ONNX model for this set, from the SPEC's pre-processing `recipe`."""
         tag = "-".join([recipe, layout] + [f"{k}={v}" for k, v in sorted(options.items())])
         path = folder / f"known_{tag}.onnx".replace(":", "_").replace("/", "_")
         if not path.exists():
-            known_answer.build_model(path, tensors, labels, layout, **options)
+            known_answer.build_model(path, *self._tensors_and_labels(recipe, layout), layout,
+                                     **options)
         return path
+
+    def torch_model(self, folder: Path, fmt: str) -> Path:
+        """The same known answers (vgg recipe, NCHW) as a TorchScript or torch.export file."""
+        path = folder / ("known_vgg-NCHW.torchscript.pt" if fmt == "torchscript"
+                         else "known_vgg-NCHW.pt2")
+        if not path.exists():
+            known_answer.build_torch_model(path, *self._tensors_and_labels("vgg", "NCHW"), fmt)
+        return path
+
+    def _tensors_and_labels(self, recipe: str, layout: str):
+        tensors = [known_answer.spec_preprocess(self.dataset_path / name, recipe, layout)
+                   for name, _ in self.lines]
+        return tensors, [label for _, label in self.lines]
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,15 @@ def spec_preprocess(path: Path, recipe: str, layout: str) -> np.ndarray:
 
 # --- the model -------------------------------------------------------------------------------
 
+def _recogniser(tensors: list[np.ndarray], labels: list[int], seed: int):
+    """The projection, the templates of the tensors, and the 1001-class id of each slot."""
+    rng = np.random.default_rng(seed)
+    dim = int(np.prod(tensors[0].shape))
+    projection = rng.choice([-1.0, 1.0], size=(dim, FEATURES)).astype(np.float64)
+    templates = np.stack([t.reshape(-1).astype(np.float64) @ projection for t in tensors])
+    return projection, templates, np.asarray([label + 1 for label in labels], dtype=np.int64)
+
+
 def build_model(path: Path, tensors: list[np.ndarray], labels: list[int], layout: str,
                 kind: str = "argmax", input_name: str = "input_tensor:0",
                 output_name: str = "ArgMax:0", symbolic_shape: bool = False,
@@ -92,12 +101,8 @@ def build_model(path: Path, tensors: list[np.ndarray], labels: list[int], layout
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(seed)
     sample_shape = tensors[0].shape
-    dim = int(np.prod(sample_shape))
-    projection = rng.choice([-1.0, 1.0], size=(dim, FEATURES)).astype(np.float64)
-    templates = np.stack([t.reshape(-1).astype(np.float64) @ projection for t in tensors])
-    class_of_slot = np.asarray([label + 1 for label in labels], dtype=np.int64)
+    projection, templates, class_of_slot = _recogniser(tensors, labels, seed)
     init = [numpy_helper.from_array(projection, "R"), numpy_helper.from_array(templates, "T"),
             numpy_helper.from_array(class_of_slot, "classes"),
             numpy_helper.from_array(np.array(THRESHOLD, np.float64), "threshold"),
@@ -132,4 +137,37 @@ def build_model(path: Path, tensors: list[np.ndarray], labels: list[int], layout
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
+    return path
+
+
+def build_torch_model(path: Path, tensors: list[np.ndarray], labels: list[int], fmt: str,
+                      seed: int = 1) -> Path:
+    """The same known-answer model in PyTorch (class ids out), saved as TorchScript
+    (fmt "torchscript") or as a torch.export program (fmt "export", a .pt2 file)."""
+    import torch
+
+    projection, templates, classes = _recogniser(tensors, labels, seed)
+
+    class Recogniser(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("projection", torch.from_numpy(projection))
+            self.register_buffer("templates", torch.from_numpy(templates))
+            self.register_buffer("classes", torch.from_numpy(classes))
+
+        def forward(self, x):
+            features = x.double().flatten(1) @ self.projection
+            distances = ((features[:, None, :] - self.templates[None]) ** 2).sum(-1)
+            best, slot = distances.min(dim=1)
+            reject = torch.full_like(slot, REJECT_CLASS)
+            return torch.where(best < THRESHOLD, self.classes[slot], reject)
+
+    example = torch.from_numpy(np.stack(tensors[:2]))
+    module = Recogniser().eval()
+    if fmt == "torchscript":
+        torch.jit.trace(module, example).save(str(path))
+    else:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
     return path

@@ -16,12 +16,15 @@ from sut.errors import ConfigError
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("actors.backends.onnxruntime_backend", "OnnxRuntimeBackend", "(core)"),
     "null": ("actors.backends.null_backend", "NullBackend", "(core)"),
+    "pytorch": ("actors.backends.pytorch_backend", "PyTorchBackend", "torch"),
+    # the reference's name for its PyTorch backend (the resnet50-pytorch profile uses it)
+    "pytorch-native": ("actors.backends.pytorch_backend", "PyTorchBackend", "torch"),
 }
 
 # Backends the reference offers that this harness does not have yet: a clear refusal, not a
 # fall-through.
 PLANNED_BACKENDS = {
-    "tensorflow": "tf", "pytorch": "torch", "pytorch-native": "torch", "tflite": "tflite",
+    "tensorflow": "tf", "tflite": "tflite",
     "tvm-onnx": "tvm", "tvm-pytorch": "tvm",
 }
 

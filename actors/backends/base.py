@@ -24,6 +24,10 @@ class BackendOptions:
     sample_shape: tuple[int, ...] = (3, 224, 224)  # one sample, in that layout
     device: str = "cpu"  # "cpu" or "gpu"
     threads: int = 0  # intra-op threads; 0 lets the runtime choose
+    model_name: str = ""  # the architecture, for weights-only files (state dicts)
+    precision: str = "fp32"  # fp32, fp16 or bf16, where the backend supports it
+    compile: bool = False  # torch.compile (pytorch)
+    channels_last: bool = False  # NHWC memory order inside the framework (pytorch)
     # Well-formed outputs for a batch of n, used only by the null backend.
     null_outputs: Callable[[int], list[np.ndarray]] | None = field(default=None, compare=False)
 

