@@ -107,3 +107,9 @@ class AggregatorActor:
     def stats(self) -> dict:
         with self._arrived:
             return self._collector.stats()
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (for placement checks and reports)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()

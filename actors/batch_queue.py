@@ -132,3 +132,9 @@ class BatchQueueActor:
     def counts(self) -> dict:
         with self._changed:
             return {"pending": self._queue.pending_count(), "leased": self._queue.leased_count()}
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (for placement checks and reports)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()

@@ -122,6 +122,7 @@ class WorkerPool:
         self.workers: dict[str, object] = {}
         self.serving: dict[object, str] = {}  # serve() ObjectRef -> worker id
         self.descriptions: list[dict] = []
+        self.control_actors: list[dict] = []  # where the queue and the aggregator run
         self.lost_workers: list[tuple[str, str]] = []  # (worker id, why)
 
     def __enter__(self) -> "WorkerPool":
@@ -140,12 +141,19 @@ class WorkerPool:
 
         config = self.config
         # Queue and aggregator take no CPU slot: they must never wait behind the workers. Each
-        # worker holds at most one waiting call on each; the completion loop two drains.
+        # worker holds at most one waiting call on each; the completion loop one drain. They
+        # live on the driver's node: losing a worker node must not take them along.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        beside_driver = NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False)
         actor_threads = 4 * config.num_workers + 16
         self.queue = ray.remote(BatchQueueActor).options(
-            num_cpus=0, max_concurrency=actor_threads).remote()
+            num_cpus=0, max_concurrency=actor_threads,
+            scheduling_strategy=beside_driver).remote()
         self.aggregator = ray.remote(AggregatorActor).options(
-            num_cpus=0, max_concurrency=actor_threads).remote()
+            num_cpus=0, max_concurrency=actor_threads,
+            scheduling_strategy=beside_driver).remote()
         spec = get_dataset(config.dataset)
         threads = threads_per_worker(config)
         options = BackendOptions(
@@ -164,6 +172,10 @@ class WorkerPool:
                 max_concurrency=2, **resources).remote(
                 worker_id, config.backend, options, config.dataset)
         self._wait_ready()
+        self.control_actors = [
+            {"actor": name, "node_id": node}
+            for name, node in zip(("queue", "aggregator"), ray.get(
+                [self.queue.node_id.remote(), self.aggregator.node_id.remote()]))]
         for worker_id, handle in self.workers.items():
             self.serving[handle.serve.remote(self.queue, self.aggregator)] = worker_id
 

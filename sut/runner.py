@@ -58,6 +58,7 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
     batch_ids = batch_id_counter()
     with WorkerPool(config) as pool:
         results["setup"]["worker_details"] = pool.descriptions
+        results["setup"]["control_actors"] = pool.control_actors
         settings = loadgen_bridge.build_settings(config)
         for mode in config.modes:
             test_dir = output if len(config.modes) == 1 else output / mode
