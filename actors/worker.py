@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class InferenceWorker:
         self._spec = get_dataset(dataset_name)
         self._layout = options.layout
         if backend_name == "null":
-            options = _with_null_outputs(options, self._spec.postprocess.null_outputs)
+            options = replace(options, null_outputs=self._spec.postprocess.null_outputs)
         self._backend = create_backend(backend_name, options)
         self._postprocess = self._spec.postprocess
         self._check_outputs(options)
@@ -107,12 +108,6 @@ class InferenceWorker:
         payloads = self._postprocess(outputs, batch.sample_indices)
         return BatchResult(batch.batch_id, self.worker_id, payloads.data, payloads.offsets,
                            infer_seconds=elapsed)
-
-
-def _with_null_outputs(options: BackendOptions, make_outputs) -> BackendOptions:
-    from dataclasses import replace
-
-    return replace(options, null_outputs=make_outputs)
 
 
 class WorkerActor(InferenceWorker):

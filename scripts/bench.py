@@ -75,15 +75,21 @@ def raw_backend_samples_per_second(args, config, images, repeats: int = 5) -> fl
     return best
 
 
+def model_and_data_flags(args) -> list[str]:
+    """The CLI flags naming the model and data, shared by every run of the benchmark."""
+    flags = ["--profile", args.profile, "--cache_dir", args.cache_dir]
+    if args.model:
+        flags += ["--model", args.model, "--dataset-path", args.dataset_path]
+    if args.count:
+        flags += ["--count", str(args.count)]
+    return flags
+
+
 def sut_run(args, address, extra: list[str], user_conf: Path, name: str) -> dict:
     output = Path(args.output) / name
     command = [sys.executable, "-m", "sut", "--address", address, "--output", str(output),
-               "--cache_dir", args.cache_dir, "--user_conf", str(user_conf),
-               "--max-batchsize", str(args.max_batchsize), "--profile", args.profile]
-    if args.model:
-        command += ["--model", args.model, "--dataset-path", args.dataset_path]
-    if args.count:
-        command += ["--count", str(args.count)]
+               "--user_conf", str(user_conf), "--max-batchsize", str(args.max_batchsize),
+               *model_and_data_flags(args)]
     done = subprocess.run(command + extra, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -108,12 +114,7 @@ def main(argv=None) -> int:
     from sut.cli import resolve
 
     args = parse_args(argv)
-    cli = ["--profile", args.profile, "--cache_dir", args.cache_dir]
-    if args.model:
-        cli += ["--model", args.model, "--dataset-path", args.dataset_path]
-    if args.count:
-        cli += ["--count", str(args.count)]
-    config, images = resolve(cli)
+    config, images = resolve(model_and_data_flags(args))
     import onnxruntime
 
     print(f"machine: {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}, "

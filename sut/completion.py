@@ -46,12 +46,12 @@ class CompletionLoop:
         aggregator = self._pool.aggregator
         # Exactly one drain in flight. With two, both wait on the aggregator and the results
         # can go to the one we are not waiting on, stalling the path by a whole drain timeout.
-        in_flight = [aggregator.drain.remote(_DRAIN_WAIT_S)]
+        pending = aggregator.drain.remote(_DRAIN_WAIT_S)
         last_check = last_progress = time.monotonic()
         try:
             while not self._stop.is_set():
-                items = ray.get(in_flight.pop(0))
-                in_flight.append(aggregator.drain.remote(_DRAIN_WAIT_S))
+                items = ray.get(pending)
+                pending = aggregator.drain.remote(_DRAIN_WAIT_S)
                 for item in items:
                     self._completer.handle(item)
                 now = time.monotonic()
@@ -66,9 +66,8 @@ class CompletionLoop:
                     self._check_workers()
             # Collect the drain still in flight: left pending at the aggregator, it would
             # swallow the results of the next test.
-            for ref in in_flight:
-                for item in ray.get(ref):
-                    self._completer.handle(item)
+            for item in ray.get(pending):
+                self._completer.handle(item)
         except BaseException as error:  # noqa: BLE001 - any failure here must end the run
             self.error = error
             self._completer.abort(f"the completion path failed: {type(error).__name__}: {error}")
