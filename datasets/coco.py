@@ -1,0 +1,107 @@
+"""Detection sets in COCO format: COCO val2017 and the MLPerf OpenImages subset.
+
+Both keep their ground truth in one COCO-format JSON file (`images`, `annotations`,
+`categories`); the QSL index of a sample is its position among the listed images, in the order
+of the file's `images` array, as in the reference. Like the reference, images without any
+annotation are left out of the COCO sets (48 of val2017) unless the dataset keeps them
+(coco-1200-pt); the accuracy scripts' --remove-48-empty-images maps indices the same way.
+
+Unlike the reference (which silently skips a missing image and so renumbers every later
+sample), a listed image that does not exist is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datasets.imagenet import ImageList
+from sut.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DetectionImageList(ImageList):
+    """An ImageList whose `labels` are the COCO image ids, plus what scoring needs."""
+
+    annotations_file: Path
+    heights: np.ndarray  # int64, ground-truth image size, used to scale normalised boxes
+    widths: np.ndarray
+
+
+@dataclass(frozen=True)
+class CocoLayout:
+    """Where a set keeps its annotations and images, relative to --dataset-path."""
+
+    annotations: str  # the default --dataset-list
+    images: str  # folder that `file_name` is relative to
+    keep_empty: bool = False  # list images without annotations (coco-1200-pt does)
+
+
+COCO_VAL2017 = CocoLayout("annotations/instances_val2017.json", "val2017")
+# Every image of the MLPerf subset has boxes; listing all keeps QSL index = position in the file,
+# the mapping accuracy_openimages.py uses.
+OPENIMAGES_MLPERF = CocoLayout("annotations/openimages-mlperf.json", "validation/data",
+                               keep_empty=True)
+
+
+def load_annotations(path: Path) -> dict:
+    """Read a COCO-format file; every problem is a ConfigError that names the file."""
+    if not path.is_file():
+        raise ConfigError(f"annotations file {path} not found. Give --dataset-list (the COCO-"
+                          "format JSON), or put it where the dataset keeps it under "
+                          "--dataset-path.")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"annotations file {path} is not readable JSON ({error}).") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(content, dict) or not isinstance(content.get(key), list):
+            raise ConfigError(f"annotations file {path} has no '{key}' list: is it a COCO-format "
+                              "instances file?")
+    return content
+
+
+def non_empty_image_ids(content: dict) -> set[int]:
+    return {annotation["image_id"] for annotation in content["annotations"]}
+
+
+def listed_images(content: dict, keep_empty: bool) -> list[dict]:
+    """The `images` entries that become samples, in file order."""
+    if keep_empty:
+        return list(content["images"])
+    annotated = non_empty_image_ids(content)
+    return [image for image in content["images"] if image["id"] in annotated]
+
+
+def read_coco(dataset_path: str | Path, list_path: str | Path | None = None,
+              count: int | None = None, check_files: bool = True, *,
+              layout: CocoLayout = COCO_VAL2017) -> DetectionImageList:
+    root = Path(dataset_path)
+    if not root.is_dir():
+        raise ConfigError(f"--dataset-path {root}: no such folder. Point it at the folder that "
+                          f"holds {layout.annotations} and {layout.images}/.")
+    annotations_file = Path(list_path) if list_path else root / layout.annotations
+    content = load_annotations(annotations_file)
+    images = listed_images(content, layout.keep_empty)
+    if count:
+        images = images[:count]
+    if not images:
+        raise ConfigError(f"{annotations_file} lists no images with annotations.")
+    files = tuple(str(Path(layout.images) / image["file_name"]) for image in images)
+    if check_files:
+        missing = [name for name in files if not (root / name).is_file()]
+        if missing:
+            shown = ", ".join(str(root / name) for name in missing[:3])
+            raise ConfigError(f"{annotations_file} names {len(missing)} image(s) that do not "
+                              f"exist (first: {shown}). Fix --dataset-path, or use --count to "
+                              "take only the first images.")
+    return DetectionImageList(
+        root=root, files=files,
+        labels=np.asarray([image["id"] for image in images], dtype=np.int64),
+        annotations_file=annotations_file,
+        heights=np.asarray([image["height"] for image in images], dtype=np.int64),
+        widths=np.asarray([image["width"] for image in images], dtype=np.int64))
