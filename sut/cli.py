@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                                help="torch.compile the model (pytorch)")
     backend_group.add_argument("--channels-last", action="store_true",
                                help="channels_last memory format (pytorch)")
+    backend_group.add_argument("--cuda-graphs", action="store_true",
+                               help="replay CUDA graphs, one per batch-size bucket (pytorch, GPU)")
     return parser
 
 

@@ -161,7 +161,8 @@ class WorkerPool:
             inputs=config.inputs, outputs=config.outputs, layout=config.data_format,
             sample_shape=spec.sample_shape(config.data_format), device=config.device,
             threads=threads, model_name=config.model_name, precision=config.precision,
-            compile=config.compile, channels_last=config.channels_last)
+            compile=config.compile, channels_last=config.channels_last,
+            cuda_graphs=config.cuda_graphs)
         resources = {"num_cpus": threads}
         if config.gpus:
             resources["num_gpus"] = 1

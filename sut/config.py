@@ -56,6 +56,7 @@ class RunConfig:
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = False
+    cuda_graphs: bool = False
     notes: tuple[str, ...] = field(default=())  # lines for the report (embedded default, ...)
 
     @property
@@ -119,6 +120,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     device = args.device or ("gpu" if gpus else "cpu")
     if device == "gpu" and not gpus:
         raise ConfigError("--device gpu needs --gpus N (one worker per GPU)")
+    if args.cuda_graphs and device != "gpu":
+        raise ConfigError("--cuda-graphs needs a GPU: add --gpus N (CUDA graphs replay on the "
+                          "device), or drop the flag on the CPU")
     return RunConfig(
         model=args.model, dataset_path=args.dataset_path, backend=backend, dataset=dataset,
         data_format=data_format,
@@ -136,7 +140,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         gpus=gpus, workers=args.workers, device=device, address=args.address,
         server_batch_timeout_s=(args.server_batch_timeout_ms / 1000.0
                                 if args.server_batch_timeout_ms else None),
-        precision=args.precision, compile=args.compile, channels_last=args.channels_last)
+        precision=args.precision, compile=args.compile, channels_last=args.channels_last,
+        cuda_graphs=args.cuda_graphs)
 
 
 def _check_positive(flag: str, value) -> None:

@@ -94,6 +94,8 @@ def test_state_dict_of_a_known_architecture(known_inputs):
      "--device gpu: this torch sees no CUDA device"),
     (lambda folder, known: known.torch_model(folder, "torchscript"), {"compile": True},
      "--compile needs an eager model"),
+    (lambda folder, known: known.torch_model(folder, "torchscript"), {"cuda_graphs": True},
+     "--cuda-graphs needs --device gpu"),
 ])
 def test_pytorch_bad_input_is_named(make_file, options, expected, known_set, model_dir):
     if options.get("device") == "gpu" and torch.cuda.is_available():
@@ -114,3 +116,75 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_an_int8_quantized_torchscript_runs_as_saved(tmp_path, known_inputs):
+    """Like the seeds' int8 ResNet-50: a statically quantized (x86 engine) TorchScript file
+    gives exactly the quantized module's own answers."""
+    from torch import nn
+    from torch.ao import quantization
+
+    class Small(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant, self.dequant = quantization.QuantStub(), quantization.DeQuantStub()
+            self.conv, self.relu = nn.Conv2d(3, 8, 3, stride=4), nn.ReLU()
+            self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = self.pool(self.relu(self.conv(self.quant(x))))
+            return self.dequant(self.fc(x.flatten(1)))
+
+    inputs, _ = known_inputs
+    model = Small().eval()
+    model.qconfig = quantization.get_default_qconfig("x86")
+    prepared = quantization.prepare(model)
+    prepared(torch.from_numpy(inputs))  # calibrate on the known images
+    quantized = quantization.convert(prepared)
+    path = tmp_path / "int8.pt"
+    torch.jit.trace(quantized, torch.from_numpy(inputs[:2])).save(str(path))
+    backend = backend_for("pytorch", path)
+    assert "quantized::" in str(backend.model.inlined_graph)
+    expected = quantized(torch.from_numpy(inputs[:5])).numpy()
+    assert np.array_equal(backend.predict(inputs[:5])[0], expected)
+
+
+def test_cuda_graph_buckets_are_powers_of_two():
+    from actors.backends.cuda_graphs import bucket_for
+
+    assert [bucket_for(n) for n in (1, 2, 3, 5, 8, 9, 32, 33)] == [1, 2, 4, 8, 8, 16, 32, 64]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_known_answers_on_the_gpu(cuda_graphs, known_set, model_dir, known_inputs):
+    inputs, labels = known_inputs
+    backend = backend_for("pytorch", known_set.torch_model(model_dir, "torchscript"),
+                          device="gpu", cuda_graphs=cuda_graphs)
+    class_ids = np.concatenate([backend.predict(inputs[i:i + 5])[0]
+                                for i in range(0, len(inputs), 5)])  # 5, 5, 5, 1: padded
+    assert (class_ids - 1).tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("available, expected", [
+    (["CPUExecutionProvider"], "has no CUDA execution provider"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"],
+     ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+     ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_onnxruntime_asks_for_gpu_providers_only_where_the_build_has_them(available, expected):
+    from types import SimpleNamespace
+
+    from actors.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    fake_ort = SimpleNamespace(get_available_providers=lambda: available)
+    options = BackendOptions(model_path="m.onnx", device="gpu", precision="fp16")
+    if isinstance(expected, str):
+        with pytest.raises(ConfigError, match=expected):
+            OnnxRuntimeBackend._providers(fake_ort, options)
+        return
+    providers = OnnxRuntimeBackend._providers(fake_ort, options)
+    assert [p if isinstance(p, str) else p[0] for p in providers] == expected
+    if "TensorrtExecutionProvider" in expected:
+        assert providers[0][1]["trt_fp16_enable"] and providers[0][1]["trt_engine_cache_enable"]

@@ -28,6 +28,7 @@ class BackendOptions:
     precision: str = "fp32"  # fp32, fp16 or bf16, where the backend supports it
     compile: bool = False  # torch.compile (pytorch)
     channels_last: bool = False  # NHWC memory order inside the framework (pytorch)
+    cuda_graphs: bool = False  # replay captured CUDA graphs per batch-size bucket (pytorch, GPU)
     # Well-formed outputs for a batch of n, used only by the null backend.
     null_outputs: Callable[[int], list[np.ndarray]] | None = field(default=None, compare=False)
 

@@ -1,4 +1,4 @@
-"""onnxruntime: CPU, or CUDA when the CUDA execution provider really starts."""
+"""onnxruntime: CPU, or CUDA (TensorRT first where installed) when the provider really starts."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class OnnxRuntimeBackend:
         session_options.inter_op_num_threads = 1
         if options.threads:
             session_options.intra_op_num_threads = options.threads
-        providers = self._providers(ort, options.device)
+        providers = self._providers(ort, options)
         try:
             self.session = ort.InferenceSession(str(path), session_options, providers=providers)
         except Exception as error:  # onnxruntime raises several unrelated types here
@@ -49,14 +49,26 @@ class OnnxRuntimeBackend:
         self.device = options.device
 
     @staticmethod
-    def _providers(ort, device: str) -> list[str]:
-        if device == "cpu":
+    def _providers(ort, options: BackendOptions) -> list:
+        """CPU; or CUDA, preceded by TensorRT where this build has it (onnxruntime falls back to
+        the next provider if TensorRT's libraries do not load: describe() shows what ran)."""
+        if options.device == "cpu":
             return ["CPUExecutionProvider"]
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
             raise ConfigError("--device gpu: this onnxruntime build has no CUDA execution "
                               "provider. Install the gpu extra (pip install -e .[gpu]) or use "
                               "--device cpu.")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        providers: list = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if "TensorrtExecutionProvider" in available:
+            import tempfile
+
+            # Engines take minutes to build: keep them across runs.
+            cache = Path(tempfile.gettempdir()) / "ray-sut-tensorrt-engines"
+            providers.insert(0, ("TensorrtExecutionProvider", {
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                "trt_fp16_enable": options.precision == "fp16"}))
+        return providers
 
     def _bind_input(self, options: BackendOptions, path: Path) -> None:
         model_inputs = {i.name: i for i in self.session.get_inputs()}

@@ -3,8 +3,8 @@
 The file decides how it is read, in this order: a TorchScript archive (`torch.jit.save`, the
 MLPerf int8 ResNet-50 among them), a `torch.export` program (`.pt2`), then a weights-only state
 dict (`torch.load(weights_only=True)`: no pickled code runs) for an architecture named by
---model-name. Options: fp32/fp16/bf16, channels_last, torch.compile; on a GPU the batch goes to
-the device once, from pinned memory.
+--model-name. Options: fp32/fp16/bf16, channels_last, torch.compile, CUDA graphs; on a GPU the
+batch goes to the device once, from pinned memory.
 """
 
 from __future__ import annotations
@@ -68,6 +68,16 @@ class PyTorchBackend:
         if options.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = torch.compile(model) if options.compile else model
+        if options.cuda_graphs:
+            if self.device.type != "cuda":
+                raise ConfigError("--cuda-graphs needs --device gpu (CUDA graphs run on a GPU).")
+            if options.compile:
+                raise ConfigError("--cuda-graphs and --compile: pick one (torch.compile's "
+                                  "'reduce-overhead' mode captures graphs itself).")
+            from actors.backends.cuda_graphs import GraphedModel
+
+            self.model = GraphedModel(torch, self.model)
+        self.cuda_graphs = options.cuda_graphs
         self.output_names = list(options.outputs)
         self.precision = options.precision
 
@@ -161,4 +171,5 @@ class PyTorchBackend:
 
     def describe(self) -> dict:
         return {"backend": self.name, "format": self.kind, "device": str(self.device),
-                "precision": self.precision, "torch": self.torch.__version__}
+                "precision": self.precision, "cuda_graphs": self.cuda_graphs,
+                "torch": self.torch.__version__}
