@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.imagenet import ImageList
+from datasets.imagenet import ImageList, check_listed_files_exist
 from sut.errors import ConfigError
 
 
@@ -93,12 +93,7 @@ def read_coco(dataset_path: str | Path, list_path: str | Path | None = None,
         raise ConfigError(f"{annotations_file} lists no images with annotations.")
     files = tuple(str(Path(layout.images) / image["file_name"]) for image in images)
     if check_files:
-        missing = [name for name in files if not (root / name).is_file()]
-        if missing:
-            shown = ", ".join(str(root / name) for name in missing[:3])
-            raise ConfigError(f"{annotations_file} names {len(missing)} image(s) that do not "
-                              f"exist (first: {shown}). Fix --dataset-path, or use --count to "
-                              "take only the first images.")
+        check_listed_files_exist(root, files, annotations_file)
     return DetectionImageList(
         root=root, files=files,
         labels=np.asarray([image["id"] for image in images], dtype=np.int64),

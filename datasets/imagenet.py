@@ -59,10 +59,15 @@ def read_val_map(dataset_path: str | Path, list_path: str | Path | None = None,
     if not files:
         raise ConfigError(f"{list_file} lists no images.")
     if check_files:
-        missing = [name for name in files if not (root / name).is_file()]
-        if missing:
-            shown = ", ".join(str(root / name) for name in missing[:3])
-            raise ConfigError(f"{list_file} names {len(missing)} image(s) that do not exist "
-                              f"(first: {shown}). Fix the list or the --dataset-path, or use "
-                              "--count to take only the first lines.")
+        check_listed_files_exist(root, files, list_file)
     return ImageList(root, tuple(files), np.asarray(labels, dtype=np.int64))
+
+
+def check_listed_files_exist(root: Path, files, list_file: Path) -> None:
+    """Every listed image must exist: skipping one would renumber the samples after it."""
+    missing = [name for name in files if not (root / name).is_file()]
+    if missing:
+        shown = ", ".join(str(root / name) for name in missing[:3])
+        raise ConfigError(f"{list_file} names {len(missing)} image(s) that do not exist "
+                          f"(first: {shown}). Fix the list or the --dataset-path, or use "
+                          "--count to take only the first ones.")
