@@ -98,7 +98,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.model is None:
         raise ConfigError("--model is required (the model file); run `python -m sut` with no "
                           "arguments for the embedded default")
-    if backend != "null" and not Path(args.model).is_file():
+    if backend != "null" and not Path(args.model).exists():  # a file, or a SavedModel folder
         raise ConfigError(f"--model {args.model}: no such file. Download the model (README, "
                           "'Real MLPerf models') or fix the path.")
     if args.dataset_path is None:

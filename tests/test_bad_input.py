@@ -132,10 +132,10 @@ def test_unknown_names_list_the_choices(cli, good_args, flag, value, expected):
     assert expected in err and "choose one of" in err
 
 
-def test_backend_not_implemented_yet_says_what_is(cli, good_args):
-    code, err = cli(*good_args, "--backend", "tensorflow")
+def test_a_model_for_another_framework_names_the_backend_that_reads_it(cli, good_args):
+    code, err = cli(*good_args, "--backend", "tensorflow")  # good_args hold an ONNX model
     assert code == EXIT_BAD_INPUT
-    assert "not implemented" in err and "onnxruntime" in err
+    assert "is an ONNX file" in err and "--backend onnxruntime" in err
 
 
 def test_more_gpus_than_ray_sees(cli, good_args):

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from actors.backends import BACKENDS, PLANNED_BACKENDS
+from actors.backends import BACKENDS
 from datasets.registry import DATASETS
 from sut.cli import build_parser
 from sut.config import resolve_config
@@ -18,7 +18,7 @@ from sut.profiles import PROFILES, Profile
 def test_every_profile_names_a_registered_dataset_and_a_known_backend(name):
     profile = PROFILES[name]
     assert profile.dataset is None or profile.dataset in DATASETS
-    assert profile.backend is None or profile.backend in {**BACKENDS, **PLANNED_BACKENDS}
+    assert profile.backend is None or profile.backend in BACKENDS
     assert profile.data_format in (None, "NCHW", "NHWC")
 
 

@@ -12,20 +12,17 @@ import importlib
 from actors.backends.base import Backend, BackendOptions
 from sut.errors import ConfigError
 
-# name -> (module, class, the setup.cfg extra that installs its framework)
+# name -> (module, class, the setup.cfg extra that installs its framework; "": the core)
 BACKENDS: dict[str, tuple[str, str, str]] = {
-    "onnxruntime": ("actors.backends.onnxruntime_backend", "OnnxRuntimeBackend", "(core)"),
-    "null": ("actors.backends.null_backend", "NullBackend", "(core)"),
+    "onnxruntime": ("actors.backends.onnxruntime_backend", "OnnxRuntimeBackend", ""),
+    "null": ("actors.backends.null_backend", "NullBackend", ""),
     "pytorch": ("actors.backends.pytorch_backend", "PyTorchBackend", "torch"),
     # the reference's name for its PyTorch backend (the resnet50-pytorch profile uses it)
     "pytorch-native": ("actors.backends.pytorch_backend", "PyTorchBackend", "torch"),
-}
-
-# Backends the reference offers that this harness does not have yet: a clear refusal, not a
-# fall-through.
-PLANNED_BACKENDS = {
-    "tensorflow": "tf", "tflite": "tflite",
-    "tvm-onnx": "tvm", "tvm-pytorch": "tvm",
+    "tensorflow": ("actors.backends.tensorflow_backend", "TensorFlowBackend", "tf"),
+    "tflite": ("actors.backends.tflite_backend", "TfLiteBackend", "tflite"),
+    "tvm-onnx": ("actors.backends.tvm_backend", "TvmOnnxBackend", "tvm"),
+    "tvm-pytorch": ("actors.backends.tvm_backend", "TvmPyTorchBackend", "tvm"),
 }
 
 
@@ -41,10 +38,6 @@ def check_backend_name(name: str) -> None:
     if _is_plugin(name):
         backend_class(name)
         return
-    if name in PLANNED_BACKENDS:
-        raise ConfigError(f"--backend {name} is not implemented in this harness yet; available: "
-                          f"{sorted(BACKENDS)}. An ONNX export of the model runs with "
-                          "--backend onnxruntime.")
     raise ConfigError(f"unknown --backend {name!r}; choose one of {sorted(BACKENDS)}, or give "
                       "a class of your own as package.module:Class")
 
@@ -62,13 +55,19 @@ def backend_class(name: str) -> type:
             raise ConfigError(f"--backend {name}: {class_name} has no predict(batch) method")
         return found
     check_backend_name(name)
-    module_name, class_name, _ = BACKENDS[name]
-    return getattr(importlib.import_module(module_name), class_name)
+    module_name, class_name, extra = BACKENDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        install = f"pip install -e \".[{extra}]\"" if extra else "pip install -e ."
+        raise ConfigError(f"--backend {name} cannot load ({error}): install its framework with "
+                          f"{install}") from None
+    return getattr(module, class_name)
 
 
 def create_backend(name: str, options: BackendOptions) -> Backend:
     return backend_class(name)(options)
 
 
-__all__ = ["BACKENDS", "PLANNED_BACKENDS", "Backend", "BackendOptions", "backend_class",
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "backend_class",
            "check_backend_name", "create_backend"]

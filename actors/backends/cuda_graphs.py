@@ -30,7 +30,6 @@ class GraphedModel:
         self.graphs: dict[tuple, tuple] = {}  # (bucket, sample shape, dtype) -> captured
 
     def __call__(self, inputs):
-        torch = self.torch
         size = len(inputs)
         bucket = bucket_for(size)
         key = (bucket, tuple(inputs.shape[1:]), inputs.dtype)

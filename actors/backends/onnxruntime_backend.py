@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from actors.backends.base import BackendOptions
+from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
+                                    predict_in_fixed_chunks)
 from sut.errors import ConfigError
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
@@ -86,21 +88,8 @@ class OnnxRuntimeBackend:
             raise ConfigError(f"model {path} input {model_input.name!r} has type "
                               f"{model_input.type}, which this harness cannot feed.")
         shape = list(model_input.shape)
-        expected = list(options.sample_shape)
-        if len(shape) != 1 + len(expected):
-            raise ConfigError(f"model {path} input {model_input.name!r} has shape {shape}; the "
-                              f"harness feeds [batch, {', '.join(map(str, expected))}] "
-                              f"({options.layout}).")
-        for got, want in zip(shape[1:], expected):
-            if isinstance(got, int) and got != want:
-                other = "NHWC" if options.layout == "NCHW" else "NCHW"
-                raise ConfigError(
-                    f"model {path} input {model_input.name!r} has shape {shape}, but the "
-                    f"{options.layout} layout gives samples of shape {tuple(expected)}. "
-                    f"Pass --data-format {other} if the model is {other}, or pick the "
-                    "profile/dataset that matches the model.")
-        batch_dim = shape[0]
-        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        check_sample_shape(shape, options, f"model {path} input {model_input.name!r}")
+        self.fixed_batch = fixed_batch_of(shape)
 
     def _bind_outputs(self, options: BackendOptions, path: Path) -> None:
         available = [o.name for o in self.session.get_outputs()]
@@ -114,25 +103,10 @@ class OnnxRuntimeBackend:
             self.output_names = available
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
-        if batch.dtype != self.input_dtype:
-            batch = batch.astype(self.input_dtype)
-        if self.fixed_batch is None or len(batch) == self.fixed_batch:
-            return self.session.run(self.output_names, {self.input_name: batch})
-        return self._predict_in_fixed_chunks(batch)
-
-    def _predict_in_fixed_chunks(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Models exported with a fixed batch size (often 1): run chunk by chunk, pad the last."""
-        size = self.fixed_batch
-        pieces: list[list[np.ndarray]] = []
-        for start in range(0, len(batch), size):
-            chunk = batch[start:start + size]
-            real = len(chunk)
-            if real < size:
-                pad = np.zeros((size - real, *chunk.shape[1:]), dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            outputs = self.session.run(self.output_names, {self.input_name: chunk})
-            pieces.append([out[:real] for out in outputs])
-        return [np.concatenate([piece[k] for piece in pieces]) for k in range(len(pieces[0]))]
+        batch = cast_for_model(batch, self.input_dtype)
+        return predict_in_fixed_chunks(
+            lambda chunk: self.session.run(self.output_names, {self.input_name: chunk}),
+            batch, self.fixed_batch)
 
     def describe(self) -> dict:
         return {"backend": self.name, "providers": self.session.get_providers(),
