@@ -21,7 +21,8 @@ EXTRA = "torch"
 
 # --model-name -> (module, factory, what to install), for files holding only a state dict.
 ARCHITECTURES = {
-    "resnet50": ("torchvision.models", "resnet50", "torchvision (matching your torch)"),
+    # torchvision's ResNet-50 rebuilt with its parameter names: no torchvision needed
+    "resnet50": ("sut.resnet50_torch", "resnet50", "this project"),
     "efficientnet-lite0": ("efficientnet_lite_pytorch", "EfficientNet",
                            "efficientnet-lite-pytorch (the 'embedded' extra)"),
 }
