@@ -130,6 +130,17 @@ def answer_tables(known: DetectionSet, listed: list[dict], convention: str,
     return AnswerTables(counts, boxes, scores, classes)
 
 
+def _recogniser(tensors: list[np.ndarray], seed: int):
+    """Which input values to look at, the projection, and the templates of the images."""
+    rng = np.random.default_rng(seed)
+    dim = int(np.prod(tensors[0].shape))
+    picked = np.sort(rng.choice(dim, size=min(SAMPLED_VALUES, dim), replace=False))
+    projection = rng.choice([-1.0, 1.0], size=(len(picked), 8))
+    templates = np.stack([t.reshape(-1)[picked].astype(np.float64) @ projection
+                          for t in tensors])
+    return picked, projection, templates
+
+
 def build_detection_model(path: Path, tensors: list[np.ndarray], tables: AnswerTables,
                           convention: str, input_name: str, output_names: list[str],
                           batch: int | None = None, unbatched_outputs: bool = False,
@@ -144,12 +155,7 @@ def build_detection_model(path: Path, tensors: list[np.ndarray], tables: AnswerT
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(seed)
-    dim = int(np.prod(tensors[0].shape))
-    picked = np.sort(rng.choice(dim, size=min(SAMPLED_VALUES, dim), replace=False))
-    projection = rng.choice([-1.0, 1.0], size=(len(picked), 8))
-    templates = np.stack([t.reshape(-1)[picked].astype(np.float64) @ projection
-                          for t in tensors])
+    picked, projection, templates = _recogniser(tensors, seed)
     constants = {
         "picked": picked.astype(np.int64), "R": projection, "T": templates[None],
         "threshold": np.array(THRESHOLD), "no_row": np.array(len(tensors), np.int64),
@@ -205,4 +211,30 @@ def build_detection_model(path: Path, tensors: list[np.ndarray], tables: AnswerT
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    return path
+
+
+def build_tf_detection_graph(path: Path, tensors: list[np.ndarray], tables: AnswerTables,
+                             seed: int = 3) -> Path:
+    """The same recogniser as a TF frozen GraphDef with SSD-MobileNet's names: uint8
+    image_tensor:0 [N, H, W, 3] -> num_detections:0, detection_boxes:0, detection_scores:0,
+    detection_classes:0 (tables in the "tf" convention)."""
+    import tensorflow as tf
+
+    picked, projection, templates = _recogniser(tensors, seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.uint8, [None, *tensors[0].shape],
+                                          name="image_tensor")
+        flat = tf.reshape(tf.cast(images, tf.float64), [-1, int(np.prod(tensors[0].shape))])
+        features = tf.matmul(tf.gather(flat, picked, axis=1), projection)
+        distances = tf.reduce_sum(tf.square(features[:, None, :] - templates[None]), axis=2)
+        recognised = tf.reduce_min(distances, axis=1) < THRESHOLD
+        row = tf.where(recognised, tf.argmin(distances, axis=1),
+                       tf.fill(tf.shape(recognised), tf.constant(len(tensors), tf.int64)))
+        for name, table in (("num_detections", tables.counts), ("detection_boxes", tables.boxes),
+                            ("detection_scores", tables.scores),
+                            ("detection_classes", tables.classes)):
+            tf.identity(tf.gather(tf.constant(table), row), name=name)
+    path.write_bytes(graph.as_graph_def().SerializeToString())
     return path

@@ -328,3 +328,37 @@ def test_a_wrong_box_order_through_the_pipeline_lowers_the_map(run_cli, short_us
                         "--dataset", "coco-1200-tf")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.results()["tests"][0]["accuracy"]["mAP"] < 0.5
+
+
+def test_the_tensorflow_ssd_mobilenet_profile_scores_map_one(run_cli, short_user_conf,
+                                                             model_dir, coco_set):
+    """ssd-mobilenet-tf: a frozen graph with the MLPerf tensor names, uint8 NHWC input."""
+    pytest.importorskip("tensorflow")
+    listed = coco_set.listed(keep_empty=False)
+    tensors = [kd.spec_detection_input(coco_set.root / COCO_FILES[0] / i["file_name"],
+                                       "coco-300", "NHWC") for i in listed]
+    model = kd.build_tf_detection_graph(model_dir / "known_ssd_mobilenet.pb", tensors,
+                                        kd.answer_tables(coco_set, listed, "tf"))
+    run = _run_accuracy(run_cli, short_user_conf, "ssd-mobilenet-tf", model, coco_set)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.results()["tests"][0]["accuracy"]["mAP"] == pytest.approx(1.0)
+    assert run.results()["setup"]["worker_details"][0]["backend"] == "tensorflow"
+
+
+def test_per_image_dicts_from_pytorch_become_records():
+    """RetinaNet in PyTorch returns one dict per image, each with its own number of boxes."""
+    torch = pytest.importorskip("torch")
+    from actors.backends.pytorch_backend import PyTorchBackend
+
+    backend = PyTorchBackend.__new__(PyTorchBackend)
+    backend.torch, backend.output_names = torch, ["boxes", "labels", "scores"]
+    per_image = [{"boxes": torch.tensor([[80.0, 160.0, 400.0, 800.0]]),
+                  "labels": torch.tensor([7]), "scores": torch.tensor([0.9])},
+                 {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64),
+                  "scores": torch.zeros(0)}]
+    outputs = backend._flatten(per_image)
+    assert [len(column) for column in outputs] == [2, 2, 2]
+    payloads = get_dataset("openimages-800-retinanet").postprocess(outputs, np.array([5, 6]))
+    records = np.frombuffer(payloads.sample(0), np.float32)
+    assert records.tolist() == pytest.approx([5, 0.2, 0.1, 1.0, 0.5, 0.9, 7])
+    assert payloads.sample(1) == b""  # no detection: an empty answer, still an answer
