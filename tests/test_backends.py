@@ -200,3 +200,17 @@ def test_a_resnet50_state_dict_loads_without_torchvision(tmp_path, known_inputs)
     with torch.inference_mode():
         expected = model(torch.from_numpy(inputs[:3])).numpy()
     np.testing.assert_allclose(backend.predict(inputs[:3])[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_gpu_check_script_runs_and_its_answers_agree(capsys):
+    """scripts/gpu_check.py (run on lent GPU machines) works end to end; here on the CPU."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--device", "cpu", "--seconds", "0.05", "--batch", "2",
+                           "--samples", "4", "--configs", "fp32"]) == 0
+    assert "100.0% equal" in capsys.readouterr().out

@@ -37,6 +37,18 @@ def _import_torch():
     return torch
 
 
+def _is_exported_program(path: Path) -> bool:
+    """A torch.export archive records its format; a torch.save state dict (also a zip) does
+    not. Asking torch.export.load instead would log a traceback for every state dict."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("archive_format") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 class PyTorchBackend:
     name = "pytorch"
     preferred_layout = "NCHW"
@@ -88,10 +100,8 @@ class PyTorchBackend:
             return "torchscript", torch.jit.load(str(path), map_location="cpu").eval()
         except RuntimeError:
             pass  # not a TorchScript archive
-        try:
+        if _is_exported_program(path):
             return "torch.export", torch.export.load(str(path)).module()
-        except Exception:  # noqa: BLE001 - not an exported program either
-            pass
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001
