@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -72,13 +73,28 @@ class KnownAnswerSet:
                                      **options)
         return path
 
-    def torch_model(self, folder: Path, fmt: str) -> Path:
+    def torch_model(self, folder: Path, fmt: str, for_tvm: bool = False) -> Path:
         """The same known answers (vgg recipe, NCHW) as a TorchScript or torch.export file."""
         path = folder / ("known_vgg-NCHW.torchscript.pt" if fmt == "torchscript"
                          else "known_vgg-NCHW.pt2")
+        if for_tvm:
+            path = path.with_suffix(".tvm" + path.suffix)
         if not path.exists():
-            known_answer.build_torch_model(path, *self._tensors_and_labels("vgg", "NCHW"), fmt)
+            known_answer.build_torch_model(path, *self._tensors_and_labels("vgg", "NCHW"), fmt,
+                                           for_tvm=for_tvm)
         return path
+
+    def harness_inputs(self, layout: str):
+        """(float32 model inputs as the harness computes them, labels), for the imagenet set."""
+        from datasets.cache import preprocess_one
+        from datasets.imagenet import read_val_map
+        from datasets.registry import get_dataset
+
+        spec = get_dataset("imagenet")
+        images = read_val_map(self.dataset_path)
+        stored = np.stack([preprocess_one(images.path(i), spec, layout)
+                           for i in range(len(images))])
+        return spec.normalize(stored, layout), images.labels
 
     def _tensors_and_labels(self, recipe: str, layout: str):
         tensors = [known_answer.spec_preprocess(self.dataset_path / name, recipe, layout)
@@ -91,6 +107,12 @@ def known_set(tmp_path_factory) -> KnownAnswerSet:
     folder = tmp_path_factory.mktemp("known_images")
     lines = known_answer.write_images(folder, 16, seed=7)
     return KnownAnswerSet(folder, lines)
+
+
+@pytest.fixture(scope="session")
+def known_inputs(known_set):
+    """The known set's NCHW model inputs as the harness computes them, and their labels."""
+    return known_set.harness_inputs("NCHW")
 
 
 @pytest.fixture(scope="session")

@@ -141,9 +141,13 @@ def build_model(path: Path, tensors: list[np.ndarray], labels: list[int], layout
 
 
 def build_torch_model(path: Path, tensors: list[np.ndarray], labels: list[int], fmt: str,
-                      seed: int = 1) -> Path:
+                      seed: int = 1, for_tvm: bool = False) -> Path:
     """The same known-answer model in PyTorch (class ids out), saved as TorchScript
-    (fmt "torchscript") or as a torch.export program (fmt "export", a .pt2 file)."""
+    (fmt "torchscript") or as a torch.export program (fmt "export", a .pt2 file).
+
+    for_tvm: the same answers in ops TVM's torch frontend keeps in float64: it imports every
+    matmul in float32 (features then move by ~0.5, the threshold) and has no min(dim).
+    """
     import torch
 
     projection, templates, classes = _recogniser(tensors, labels, seed)
@@ -156,9 +160,17 @@ def build_torch_model(path: Path, tensors: list[np.ndarray], labels: list[int], 
             self.register_buffer("classes", torch.from_numpy(classes))
 
         def forward(self, x):
-            features = x.double().flatten(1) @ self.projection
+            flat = x.double().flatten(1)
+            if for_tvm:
+                features = (flat[:, :, None] * self.projection[None]).sum(1)
+            else:
+                features = flat @ self.projection
             distances = ((features[:, None, :] - self.templates[None]) ** 2).sum(-1)
-            best, slot = distances.min(dim=1)
+            if for_tvm:
+                negated_best, slot = (-distances).max(dim=1)
+                best = -negated_best
+            else:
+                best, slot = distances.min(dim=1)
             reject = torch.full_like(slot, REJECT_CLASS)
             return torch.where(best < THRESHOLD, self.classes[slot], reject)
 

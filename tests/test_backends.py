@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from actors.backends import BackendOptions, create_backend
-from datasets.imagenet import read_val_map
-from datasets.registry import get_dataset
 from sut.errors import ConfigError
 
 torch = pytest.importorskip("torch")
@@ -17,17 +15,6 @@ KNOWN_MODELS = {  # backend -> how to get its known-answer model from the KnownA
     "pytorch-torchscript": lambda known, folder: known.torch_model(folder, "torchscript"),
     "pytorch-export": lambda known, folder: known.torch_model(folder, "export"),
 }
-
-
-@pytest.fixture(scope="module")
-def known_inputs(known_set):
-    """The known set's model inputs, as the harness computes them (uint8 cache + normalise)."""
-    from datasets.cache import preprocess_one
-
-    spec = get_dataset("imagenet")
-    images = read_val_map(known_set.dataset_path)
-    stored = np.stack([preprocess_one(images.path(i), spec, "NCHW") for i in range(len(images))])
-    return spec.normalize(stored, "NCHW"), images.labels
 
 
 def backend_for(variant: str, model, **options):

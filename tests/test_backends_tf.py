@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 
 from actors.backends import BackendOptions, create_backend
-from datasets.imagenet import read_val_map
-from datasets.registry import get_dataset
 from sut.cli import EXIT_BAD_INPUT, main
 from sut.errors import ConfigError
 
@@ -36,14 +34,7 @@ VARIANTS = {  # variant -> (backend, model kind, BackendOptions fields)
 
 @pytest.fixture(scope="module")
 def known_inputs_nhwc(known_set):
-    """The known set's NHWC model inputs as the harness computes them (uint8 cache +
-    normalise), and their labels."""
-    from datasets.cache import preprocess_one
-
-    spec = get_dataset("imagenet")
-    images = read_val_map(known_set.dataset_path)
-    stored = np.stack([preprocess_one(images.path(i), spec, "NHWC") for i in range(len(images))])
-    return spec.normalize(stored, "NHWC"), images.labels
+    return known_set.harness_inputs("NHWC")
 
 
 def backend_for(backend: str, model, **options):

@@ -7,9 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.backends import BACKENDS, BackendOptions
-from datasets.imagenet import read_val_map
-from datasets.registry import get_dataset
+from actors.backends import BackendOptions
 from sut.cli import EXIT_BAD_INPUT, main
 from sut.errors import ConfigError
 
@@ -17,21 +15,6 @@ tvm = pytest.importorskip("tvm")
 
 from actors.backends.tvm_backend import TvmOnnxBackend, TvmPyTorchBackend  # noqa: E402
 from known_answer import REJECT_CLASS  # noqa: E402
-
-# Until tvm-pytorch is registered, the pipeline reaches it as a plug-in class.
-TVM_PYTORCH = ("tvm-pytorch" if "tvm-pytorch" in BACKENDS
-               else "actors.backends.tvm_backend:TvmPyTorchBackend")
-
-
-@pytest.fixture(scope="module")
-def known_inputs(known_set):
-    """The known set's model inputs, as the harness computes them (uint8 cache + normalise)."""
-    from datasets.cache import preprocess_one
-
-    spec = get_dataset("imagenet")
-    images = read_val_map(known_set.dataset_path)
-    stored = np.stack([preprocess_one(images.path(i), spec, "NCHW") for i in range(len(images))])
-    return spec.normalize(stored, "NCHW"), images.labels
 
 
 def onnx_model(known_set, folder, **options):
@@ -52,12 +35,7 @@ def fixed_batch_onnx_model(known_set, folder, batch=4):
 
 def torch_model(known_set, folder):
     pytest.importorskip("torch")
-    from known_answer_tvm import build_torch_model_for_tvm
-
-    path = folder / "known_vgg-NCHW.tvm.pt2"
-    if not path.exists():
-        build_torch_model_for_tvm(path, *known_set._tensors_and_labels("vgg", "NCHW"))
-    return path
+    return known_set.torch_model(folder, "export", for_tvm=True)
 
 
 VARIANTS = {  # variant -> (backend class, how to get its model, fixed batch)
@@ -115,7 +93,7 @@ def test_scores_keep_the_declared_dtype(known_set, model_dir, known_inputs):
 
 
 @pytest.mark.parametrize("backend, make_model", [("tvm-onnx", onnx_model),
-                                                 (TVM_PYTORCH, torch_model)])
+                                                 ("tvm-pytorch", torch_model)])
 def test_tvm_through_the_whole_pipeline(backend, make_model, run_known, known_set, model_dir):
     run = run_known("Offline", "--accuracy", "--backend", backend, "--max-batchsize", "4",
                     model=make_model(known_set, model_dir))
