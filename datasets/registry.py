@@ -93,9 +93,9 @@ _register(_coco("coco-1200-tf", 1200, transforms.normalize_torchvision_f64,
                                                  use_inv_map=True)))
 # RetinaNet on the MLPerf OpenImages subset: x / 255, boxes in pixels of the 800 x 800 input.
 _RETINANET_BOXES = detections.ThresholdedDetections(threshold=0.05, pixel_size=(800, 800))
-_register(_coco("openimages-800-retinanet", 800, transforms.normalize_unit_f64,
+_register(_coco("openimages-800-retinanet", 800, transforms.normalize_unit,
                 _RETINANET_BOXES, layout=OPENIMAGES_MLPERF))
-_register(_coco("openimages-800-retinanet-onnx", 800, transforms.normalize_unit_f64,
+_register(_coco("openimages-800-retinanet-onnx", 800, transforms.normalize_unit,
                 _RETINANET_BOXES, layout=OPENIMAGES_MLPERF, unbatched_outputs=True))
 
 

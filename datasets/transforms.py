@@ -156,9 +156,13 @@ def normalize_torchvision_f64(batch: np.ndarray, layout: str) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def normalize_unit_f64(batch: np.ndarray, layout: str) -> np.ndarray:
-    """x / 255. in float64, then float32 (the reference's RetinaNet recipe)."""
-    return (batch / 255.0).astype(np.float32)
+def normalize_unit(batch: np.ndarray, layout: str) -> np.ndarray:
+    """x / 255 (the reference's RetinaNet recipe). The reference divides in float64 and the
+    model takes float32; dividing in float32 gives the same bits for each of the 256 values
+    (checked in the tests), at half the memory traffic."""
+    out = batch.astype(np.float32)
+    out /= np.float32(255.0)
+    return out
 
 
 def to_layout(image_hwc: np.ndarray, layout: str) -> np.ndarray:

@@ -58,6 +58,13 @@ def test_preprocessing_is_bit_exact_on_a_shipped_photo(dataset, layout, photo):
     assert np.array_equal(ours, expected)
 
 
+def test_float32_division_equals_the_references_float64_for_every_byte():
+    values = np.arange(256, dtype=np.uint8).reshape(1, 1, 1, 256)
+    expected = (values / 255.0).astype(np.float32)  # the reference: float64, then the model
+    assert np.array_equal(get_dataset("openimages-800-retinanet").normalize(values, "NCHW"),
+                          expected)
+
+
 def test_grayscale_and_cmyk_jpegs_become_rgb(tmp_path):
     from PIL import Image
 
