@@ -325,6 +325,16 @@ def test_inverse_class_map_and_kept_empty_images_of_coco_1200_pt(run_cli, short_
     accuracy = run.results()["tests"][0]["accuracy"]
     assert accuracy["mAP"] == pytest.approx(1.0)
     assert accuracy["images"] == 6 and accuracy["images_without_detections"] == 1
+    # The tool: every image counts (no --remove-48-empty-images), classes through the map.
+    # Without the map only class 1 (COCO's id 1 too) matches: 1 of 5 categories.
+    for flags, expected in (["--use-inv-map"], "mAP=100.000%"), ([], "mAP=20.000%"):
+        scored = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "accuracy_coco.py"), "--coco-dir",
+             str(coco_set.root), "--mlperf-accuracy-file",
+             str(run.output / "mlperf_log_accuracy.json"), "--output-file",
+             str(run.output / "tool.json"), *flags], capture_output=True, text=True, cwd=REPO)
+        assert scored.returncode == 0, scored.stderr
+        assert expected in scored.stdout
 
 
 def test_a_wrong_box_order_through_the_pipeline_lowers_the_map(run_cli, short_user_conf,
