@@ -35,6 +35,19 @@ class DatasetSpec:
     # Bump when the geometric half changes: it is part of the cache key.
     recipe_version: int = 1
 
+    def normalization_table(self, layout: str) -> np.ndarray | None:
+        """[3, 256] float32: the normalised value of each byte in each channel, or None where
+        the model takes the uint8 image itself. Every recipe is a function of (channel, byte)
+        alone, so table[c, x] has exactly the bits normalize() gives: a device can normalise
+        a uint8 batch by lookup (see the pytorch backend)."""
+        ramp = np.tile(np.arange(256, dtype=np.uint8), (3, 1))  # [channel, byte]
+        batch = ramp[None, :, None, :] if layout == "NCHW" else ramp.T[None, None]
+        out = self.normalize(batch, layout)
+        if out.dtype == np.uint8:
+            return None
+        table = out[0, :, 0, :] if layout == "NCHW" else out[0, 0].T
+        return np.ascontiguousarray(table, dtype=np.float32)
+
     def sample_shape(self, layout: str) -> tuple[int, int, int]:
         height, width = self.image_size
         return (3, height, width) if layout == "NCHW" else (height, width, 3)

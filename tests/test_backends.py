@@ -201,3 +201,71 @@ def test_the_gpu_check_script_runs_and_its_answers_agree(capsys):
     assert gpu_check.main(["--device", "cpu", "--seconds", "0.05", "--batch", "2",
                            "--samples", "4", "--configs", "fp32"]) == 0
     assert "100.0% equal" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset", ["imagenet", "imagenet_mobilenet", "imagenet_pytorch",
+                                     "coco-300-pt", "coco-1200", "openimages-800-retinanet"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_normalising_by_table_lookup_gives_the_same_bits(dataset, layout):
+    from actors.backends.pytorch_backend import lookup_normalized
+    from datasets.registry import get_dataset
+
+    spec = get_dataset(dataset)
+    shape = (2, 3, 17, 23) if layout == "NCHW" else (2, 17, 23, 3)
+    batch = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    table = spec.normalization_table(layout)
+    channel_axis = (1, 3, 1, 1) if layout == "NCHW" else (1, 1, 1, 3)
+    offsets = (torch.arange(3) * 256).reshape(channel_axis)
+    looked_up = lookup_normalized(torch, torch.from_numpy(batch),
+                                  torch.from_numpy(table).reshape(-1), offsets).numpy()
+    assert looked_up.dtype == np.float32
+    assert np.array_equal(looked_up, spec.normalize(batch, layout))
+
+
+def test_uint8_images_normalised_by_the_backend_keep_the_known_answers(known_set, model_dir):
+    from datasets.cache import preprocess_one
+    from datasets.imagenet import read_val_map
+    from datasets.registry import get_dataset
+
+    spec = get_dataset("imagenet")
+    images = read_val_map(known_set.dataset_path)
+    stored = np.stack([preprocess_one(images.path(i), spec, "NCHW") for i in range(len(images))])
+    backend = backend_for("pytorch", known_set.torch_model(model_dir, "torchscript"))
+    assert backend.normalize_on_device(spec.normalization_table("NCHW"), "NCHW")
+    class_ids = np.concatenate([backend.predict(stored[i:i + 5])[0]
+                                for i in range(0, len(stored), 5)])
+    assert (class_ids - 1).tolist() == images.labels.tolist()
+
+
+class RecordingBackend:
+    """Says it normalises on its device; records the dtype of what it is given."""
+
+    name = "recording"
+    preferred_layout = "NCHW"
+    seen: list = []
+
+    def __init__(self, options) -> None:
+        pass
+
+    def normalize_on_device(self, table, layout) -> bool:
+        return True
+
+    def predict(self, batch):
+        RecordingBackend.seen.append(batch.dtype)
+        return [np.zeros(len(batch), np.int64)]
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+@pytest.mark.parametrize("device, expected", [("gpu", np.uint8), ("cpu", np.float32)])
+def test_the_worker_hands_uint8_to_a_backend_that_normalises_on_a_gpu(device, expected):
+    from actors.messages import Batch
+    from actors.worker import InferenceWorker
+
+    RecordingBackend.seen.clear()
+    worker = InferenceWorker("w", "test_backends:RecordingBackend", BackendOptions(
+        model_path="none", sample_shape=(3, 8, 8), device=device), "imagenet")
+    worker.set_samples(np.zeros((4, 3, 8, 8), np.uint8), np.arange(4))
+    worker.infer(Batch(1, np.arange(4, dtype=np.uint64), np.arange(4)))
+    assert RecordingBackend.seen == [expected, expected]  # the start-up check, then the batch
