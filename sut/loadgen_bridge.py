@@ -23,6 +23,14 @@ NANO = 1_000_000_000
 
 _settings_made_for: tuple[str, str, str] | None = None
 
+# Rules of models that LoadGen 6's built-in mlperf.conf no longer carries (retired from MLPerf),
+# as the mlperf.conf of the releases that had them set them. They go first, --user_conf after.
+RETIRED_MODEL_RULES = {
+    "ssd-resnet34": ("*.performance_sample_count_override = 64",
+                     "Server.target_latency = 100"),
+    "mobilenet": ("*.performance_sample_count_override = 1024",),
+}
+
 
 def _lg():
     import mlperf_loadgen
@@ -50,8 +58,14 @@ def build_settings(config: RunConfig):
                            "new process.")
     lg = _lg()
     settings = lg.TestSettings()
-    if config.user_conf:
-        status = settings.FromConfig(config.user_conf, config.model_name, config.scenario, 1)
+    retired = RETIRED_MODEL_RULES.get(config.model_name, ())
+    if config.user_conf or retired:
+        conf = _conf_with_retired_rules(config.model_name, retired, config.user_conf)
+        try:
+            status = settings.FromConfig(conf, config.model_name, config.scenario, 1)
+        finally:
+            if conf != config.user_conf:
+                os.unlink(conf)
         if status != 0:
             raise ConfigError(f"--user_conf {config.user_conf}: LoadGen could not read it "
                               f"(status {status}). Lines look like "
@@ -74,6 +88,22 @@ def build_settings(config: RunConfig):
     if config.performance_sample_count is not None:
         settings.performance_sample_count_override = int(config.performance_sample_count)
     return settings
+
+
+def _conf_with_retired_rules(model: str, rules: tuple[str, ...], user_conf: str | None) -> str:
+    """The user.conf to give LoadGen: the user's own where no retired rules apply, else a
+    temporary file with those rules first (LoadGen keeps the last value of a key)."""
+    if not rules:
+        return user_conf
+    import tempfile
+
+    lines = [f"{model}.{rule}" for rule in rules]
+    if user_conf:
+        lines.append(open(user_conf, encoding="utf-8").read())
+    handle, path = tempfile.mkstemp(prefix="ray-sut-", suffix=".conf")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    return path
 
 
 def complete_samples(batch: Batch, data: np.ndarray | None, offsets: np.ndarray | None) -> None:

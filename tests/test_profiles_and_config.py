@@ -75,3 +75,31 @@ def test_find_peak_performance_is_for_server_only(tmp_path):
 def test_non_positive_numbers_are_refused(tmp_path, flag):
     with pytest.raises(ConfigError, match=flag):
         parse(tmp_path, flag, "0")
+
+
+@pytest.mark.parametrize("user_lines, expected", [
+    ("", "64 100.0"),  # the retired model's rules
+    ("ssd-resnet34.*.performance_sample_count_override = 32\n", "32 100.0"),  # user.conf wins
+])
+def test_retired_models_get_their_old_mlperf_conf_rules(tmp_path, user_lines, expected):
+    """LoadGen 6 no longer knows ssd-resnet34: its performance sample count (64) and Server
+    bound (100 ms) come from the table, and a user.conf still overrides them."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    conf = tmp_path / "user.conf"
+    conf.write_text(user_lines)
+    script = (
+        "from sut.config import RunConfig\n"
+        "from sut.loadgen_bridge import build_settings\n"
+        f"c = RunConfig(model='m', dataset_path='d', backend='null', dataset='coco-1200-onnx',"
+        f" data_format='NCHW', model_name='ssd-resnet34', scenario='Server',"
+        f" user_conf={str(conf) if user_lines else None!r})\n"
+        "s = build_settings(c)\n"
+        "print(s.performance_sample_count_override, s.server_target_latency_ns / 1e6)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == expected.split()
