@@ -233,3 +233,16 @@ def test_missing_framework_names_the_extra(backend, missing, extra, monkeypatch,
     monkeypatch.setitem(sys.modules, missing, None)  # `import` now raises ImportError
     with pytest.raises(ConfigError, match=re.escape(f'pip install -e "{extra}"')):
         backend_for(backend, tmp_path / "model")
+
+
+def test_uint8_images_reach_a_quantised_uint8_model_unchanged():
+    """coco-300's uint8 pixels are the model's own values (SSD-MobileNet quantised, scale
+    1/128, zero point 128): re-quantising them would saturate every pixel."""
+    from actors.backends.tflite_backend import TfLiteBackend
+
+    backend = TfLiteBackend.__new__(TfLiteBackend)
+    backend.input_quantization, backend.input_dtype = (1 / 128, 128), np.uint8
+    pixels = np.array([[0, 1, 64, 128, 200, 255]], dtype=np.uint8)
+    assert backend._model_input(pixels).tolist() == pixels.tolist()
+    reals = np.array([[-1.0, 0.0, 0.5]], dtype=np.float32)  # real values are quantised
+    assert backend._model_input(reals).tolist() == [[0, 128, 192]]

@@ -128,8 +128,11 @@ class TfLiteBackend:
 
     # -- inference ----------------------------------------------------------------------------
     def _model_input(self, batch: np.ndarray) -> np.ndarray:
+        """Real values are quantised with the model's scale and zero point; integer images
+        (coco-300's uint8, for a uint8 SSD-MobileNet) are the model's own values already."""
         scale, zero_point = self.input_quantization
-        if scale and np.issubdtype(self.input_dtype, np.integer):
+        if (scale and np.issubdtype(self.input_dtype, np.integer)
+                and not np.issubdtype(batch.dtype, np.integer)):
             return quantize(batch, scale, zero_point, self.input_dtype)
         return cast_for_model(batch, self.input_dtype)
 
