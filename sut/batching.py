@@ -30,6 +30,21 @@ def split_into_batches(response_ids: np.ndarray, sample_indices: np.ndarray,
             for start in range(0, len(sample_indices), max_batchsize)]
 
 
+def warm_up_sizes(max_batchsize: int, workers: int, on_gpu: bool) -> list[int]:
+    """Batch sizes to send before a timed test. One-sample batches warm the path; on GPUs every
+    power of two up to --max-batchsize and that size itself too, for each worker, because CUDA
+    graphs and TensorRT engines are built per shape and must not be built inside the test."""
+    sizes = [1] * (4 * workers)
+    if on_gpu:
+        size = 2
+        while size < max_batchsize:
+            sizes += [size] * workers
+            size *= 2
+        if max_batchsize > 1:
+            sizes += [max_batchsize] * workers
+    return sizes
+
+
 def server_batch_timeout_s(target_latency_ns: int) -> float:
     """How long the Server batcher may hold the oldest sample: a tenth of the latency bound.
 

@@ -162,7 +162,7 @@ class WorkerPool:
             sample_shape=spec.sample_shape(config.data_format), device=config.device,
             threads=threads, model_name=config.model_name, precision=config.precision,
             compile=config.compile, channels_last=config.channels_last,
-            cuda_graphs=config.cuda_graphs)
+            cuda_graphs=config.cuda_graphs, max_batchsize=config.max_batchsize)
         resources = {"num_cpus": threads}
         if config.gpus:
             resources["num_gpus"] = 1

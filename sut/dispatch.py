@@ -155,12 +155,13 @@ class Dispatcher:
             due = self._batcher.take_due(time.monotonic(), idle_worker=self._worker_idle())
             self._emit([due] if due is not None else [])
 
-    def warm_up(self, sample_index: int, batches: int, timeout_s: float = 60.0) -> bool:
-        """Send `batches` one-sample batches through the whole path (queue, workers, aggregator,
-        completion thread) and wait for them, so the first timed queries do not pay for first
-        calls. Nothing reaches LoadGen. Returns False if they did not all come back in time."""
-        pieces = [(np.array([0], np.uint64), np.array([sample_index], np.int64))
-                  for _ in range(batches)]
+    def warm_up(self, sample_index: int, sizes: list[int], timeout_s: float = 60.0) -> bool:
+        """Send one batch of each size (one sample repeated) through the whole path (queue,
+        workers, aggregator, completion thread) and wait for them, so the first timed queries do
+        not pay for first calls. Nothing reaches LoadGen. Returns False if they did not all
+        come back in time."""
+        pieces = [(np.zeros(size, np.uint64), np.full(size, sample_index, np.int64))
+                  for size in sizes]
         warm = [Batch(next(self._batch_ids), ids, indices) for ids, indices in pieces]
         done = self._completer.expect_warm_up([batch.batch_id for batch in warm])
         self._send(warm)

@@ -14,14 +14,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
 from datasets.accuracy import read_accuracy_log, score_imagenet
 from datasets.cache import SampleSource, ensure_preprocessed, reference_preprocessed_source
 from datasets.imagenet import ImageList
 from datasets.registry import get_dataset
 from sut import interrupts, loadgen_bridge
-from sut.batching import server_batch_timeout_s
+from sut.batching import server_batch_timeout_s, warm_up_sizes
 from sut.cluster import WorkerPool, check_placement, connect
 from sut.completion import CompletionLoop
 from sut.config import RunConfig
@@ -45,7 +44,7 @@ def prepare_samples(config: RunConfig, images: ImageList, show_progress: bool) -
                                              config.data_format)
     folder = ensure_preprocessed(images, spec, config.data_format, config.cache_dir,
                                  use_ray=True, show_progress=show_progress)
-    return SampleSource(folder, images, spec.sample_shape(config.data_format), np.uint8)
+    return SampleSource(folder, images, spec.sample_shape(config.data_format), spec.stored_dtype)
 
 
 def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dict:
@@ -99,7 +98,9 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         warm the whole path up with a few batches that LoadGen never sees."""
         shared.load(indices)
         if mode != "accuracy" and not completer.aborted:
-            if not dispatcher.warm_up(indices[0], batches=4 * pool.live_workers()):
+            sizes = warm_up_sizes(config.max_batchsize, pool.live_workers(),
+                                  config.device == "gpu")
+            if not dispatcher.warm_up(indices[0], sizes):
                 log.warning("warm-up batches did not all return within 60 s")
 
     performance_count = min(len(images), config.performance_sample_count

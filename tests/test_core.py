@@ -260,9 +260,9 @@ def test_warm_up_batches_come_back_without_reaching_loadgen():
     waiter = threading.Thread(target=lambda: [completer.handle(BatchResult(b.batch_id, "w"))
                                               for b in _wait_for(sent, 3)])
     waiter.start()
-    assert dispatcher.warm_up(sample_index=5, batches=3, timeout_s=5)
+    assert dispatcher.warm_up(sample_index=5, sizes=[1, 2, 4], timeout_s=5)
     waiter.join()
-    assert [b.sample_indices.tolist() for b in sent] == [[5], [5], [5]]
+    assert [b.sample_indices.tolist() for b in sent] == [[5], [5, 5], [5, 5, 5, 5]]
     assert recorder.completed == [] and ledger.outstanding_batches() == 0
     # Batch ids stay unique: the next real batch does not reuse a warm-up id.
     dispatcher.issue(np.array([1], np.uint64), np.array([0]))
@@ -274,3 +274,11 @@ def _wait_for(items: list, count: int, timeout_s: float = 5.0) -> list:
     while len(items) < count and time.monotonic() < deadline:
         time.sleep(0.005)
     return list(items[:count])
+
+
+def test_warm_up_sizes_cover_every_bucket_on_gpus_only():
+    from sut.batching import warm_up_sizes
+
+    assert warm_up_sizes(32, 2, on_gpu=False) == [1] * 8
+    assert warm_up_sizes(24, 1, on_gpu=True) == [1] * 4 + [2, 4, 8, 16, 24]
+    assert warm_up_sizes(1, 1, on_gpu=True) == [1] * 4

@@ -29,6 +29,7 @@ class BackendOptions:
     compile: bool = False  # torch.compile (pytorch)
     channels_last: bool = False  # NHWC memory order inside the framework (pytorch)
     cuda_graphs: bool = False  # replay captured CUDA graphs per batch-size bucket (pytorch, GPU)
+    max_batchsize: int = 0  # the largest batch the harness sends (0: not known)
     # Well-formed outputs for a batch of n, used only by the null backend.
     null_outputs: Callable[[int], list[np.ndarray]] | None = field(default=None, compare=False)
 

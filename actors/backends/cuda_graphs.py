@@ -2,8 +2,10 @@
 
 Replaying a captured graph launches the whole forward pass as one unit, which removes the
 per-kernel launch cost that dominates small batches on a fast GPU. A graph has fixed shapes,
-so batches are padded up to the next power of two (capped at the largest size seen) and the
-outputs cut back: at most log2(max batch) + 1 graphs, each captured on first use.
+so batches are padded up to the next power of two (capped at --max-batchsize) and the outputs
+cut back: at most log2(max batch) + 2 graphs, each captured on first use (the run's warm-up
+sends every size before LoadGen starts). The graphs share one memory pool: only one replays at
+a time, and its outputs are copied off before the next.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 from sut.errors import ConfigError
 
 
-def bucket_for(size: int) -> int:
-    """The padded batch size a batch of `size` runs at: the next power of two."""
+def bucket_for(size: int, largest: int = 0) -> int:
+    """The padded batch size a batch of `size` runs at: the next power of two, but never more
+    than `largest` (the harness's --max-batchsize; 0: no cap)."""
     bucket = 1
     while bucket < size:
         bucket *= 2
-    return bucket
+    return min(bucket, largest) if largest >= size else bucket
 
 
 class GraphedModel:
@@ -24,14 +27,16 @@ class GraphedModel:
 
     WARM_UP_RUNS = 3  # eager runs on a side stream before capture (cuDNN picks its kernels)
 
-    def __init__(self, torch, model) -> None:
+    def __init__(self, torch, model, largest_batch: int = 0) -> None:
         self.torch = torch
         self.model = model
+        self.largest_batch = largest_batch
         self.graphs: dict[tuple, tuple] = {}  # (bucket, sample shape, dtype) -> captured
+        self.pool = None  # one memory pool for every graph
 
     def __call__(self, inputs):
         size = len(inputs)
-        bucket = bucket_for(size)
+        bucket = bucket_for(size, self.largest_batch)
         key = (bucket, tuple(inputs.shape[1:]), inputs.dtype)
         if key not in self.graphs:
             self.graphs[key] = self._capture(bucket, inputs)
@@ -55,8 +60,10 @@ class GraphedModel:
             for _ in range(self.WARM_UP_RUNS):
                 self.model(static_input)
         torch.cuda.current_stream().wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             outputs = self.model(static_input)
         if isinstance(outputs, (list, tuple)) and all(torch.is_tensor(o) for o in outputs):
             return static_input, graph, list(outputs)

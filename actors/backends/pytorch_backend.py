@@ -95,7 +95,7 @@ class PyTorchBackend:
                                   "'reduce-overhead' mode captures graphs itself).")
             from actors.backends.cuda_graphs import GraphedModel
 
-            self.model = GraphedModel(torch, self.model)
+            self.model = GraphedModel(torch, self.model, options.max_batchsize)
         self.cuda_graphs = options.cuda_graphs
         self._table = None  # (flat [3 * 256] table, channel offsets) once normalize_on_device
         self.output_names = list(options.outputs)
