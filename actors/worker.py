@@ -49,7 +49,7 @@ class InferenceWorker:
         """One inference on a zero batch of 2 at startup: outputs whose shape does not fit the
         dataset's post-processing (scores where class ids are expected, say) fail here, before
         LoadGen, not as wrong labels later."""
-        batch = np.zeros((2, *options.sample_shape), dtype=np.uint8)
+        batch = np.zeros((2, *options.sample_shape), dtype=self._spec.stored_dtype)
         outputs = self._predict(self._model_input(batch, normalized=False))
         problem = None
         if any(len(output) != 2 for output in outputs):

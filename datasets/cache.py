@@ -1,7 +1,7 @@
 """The on-disk cache of pre-processed samples, filled once in parallel with Ray tasks.
 
-Layout (one uint8 `.npy` per image, in the model's layout, resumable and shared by every
-`--count`):
+Layout (one `.npy` per image, uint8 or float32 (DatasetSpec.stored_dtype), in the model's
+layout, resumable and shared by every `--count`):
 
     <cache_dir>/ray-sut/preprocessed/<dataset>/<NCHW|NHWC>/<size>-r<recipe>-<images>/
         manifest.json           what produced these bytes (dataset, layout, size, recipe, images)
@@ -58,7 +58,7 @@ def cached_file(folder: Path, relative_name: str) -> Path:
 
 
 def preprocess_one(path: Path, spec: DatasetSpec, layout: str) -> np.ndarray:
-    """Decode one image and apply the dataset's geometric pre-processing (uint8 out)."""
+    """Decode one image and apply the dataset's geometric pre-processing (spec.stored_dtype)."""
     import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -86,7 +86,8 @@ def _write_atomically(target: Path, array: np.ndarray) -> None:
 def _write_manifest(folder: Path, spec: DatasetSpec, layout: str, image_root: Path) -> None:
     manifest = {"dataset": spec.name, "images": str(Path(image_root).resolve()),
                 "layout": layout, "image_size": list(spec.image_size),
-                "recipe_version": spec.recipe_version, "dtype": "uint8",
+                "recipe_version": spec.recipe_version,
+                "dtype": np.dtype(spec.stored_dtype).name,
                 "sample_shape": list(spec.sample_shape(layout))}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "manifest.json"
@@ -184,7 +185,7 @@ class SampleSource:
 
 def reference_preprocessed_source(preprocessed_dir: str | Path, images: ImageList,
                                   spec: DatasetSpec, layout: str) -> SampleSource:
-    """Samples already pre-processed by the reference harness (float32 `<name>.npy` files),
+    """Samples already pre-processed by the reference harness (`<name>.npy` model inputs),
     either directly in the folder or under its preprocessed/<dataset>/<layout>/ tree."""
     root = Path(preprocessed_dir)
     candidates = [root, root / "preprocessed" / spec.name / layout]
@@ -196,12 +197,13 @@ def reference_preprocessed_source(preprocessed_dir: str | Path, images: ImageLis
                 raise ConfigError(f"--preprocessed_dir {folder} lacks {len(missing)} of the "
                                   f"listed samples (first: {missing[0]}.npy).")
             sample = np.load(first, mmap_mode="r")
-            if sample.shape != spec.sample_shape(layout) or sample.dtype != np.float32:
+            wanted = spec.model_input_dtype()  # float32; uint8 for coco-300, as the reference
+            if sample.shape != spec.sample_shape(layout) or sample.dtype != wanted:
                 raise ConfigError(f"--preprocessed_dir: {first} holds {sample.dtype} "
-                                  f"{list(sample.shape)}, but the run needs float32 "
+                                  f"{list(sample.shape)}, but the run needs {wanted} "
                                   f"{list(spec.sample_shape(layout))} ({layout}). Check "
                                   "--data-format and the dataset.")
-            return SampleSource(folder, images, spec.sample_shape(layout), np.float32,
+            return SampleSource(folder, images, spec.sample_shape(layout), wanted,
                                 normalized=True)
     raise ConfigError(f"--preprocessed_dir {root}: no {images.files[0]}.npy there nor under "
                       f"preprocessed/{spec.name}/{layout}/. Point it at the reference's "

@@ -2,9 +2,10 @@
 
 Both keep their ground truth in one COCO-format JSON file (`images`, `annotations`,
 `categories`); the QSL index of a sample is its position among the listed images, in the order
-of the file's `images` array, as in the reference. Like the reference, images without any
-annotation are left out of the COCO sets (48 of val2017) unless the dataset keeps them
-(coco-1200-pt); the accuracy scripts' --remove-48-empty-images maps indices the same way.
+of the file's `images` array, as in the reference. Like the reference, every image is listed,
+except for coco-1200-pt (the PyTorch SSD-ResNet34, whose loader maps classes), which leaves out
+the images without annotations (48 of val2017, hence 4952 samples); the accuracy scripts'
+--remove-48-empty-images maps indices the same way.
 
 Unlike the reference (which silently skips a missing image and so renumbers every later
 sample), a listed image that does not exist is an error naming the file.
@@ -37,14 +38,11 @@ class CocoLayout:
 
     annotations: str  # the default --dataset-list
     images: str  # folder that `file_name` is relative to
-    keep_empty: bool = False  # list images without annotations (coco-1200-pt does)
+    keep_empty: bool = True  # list images without annotations (all but coco-1200-pt do)
 
 
 COCO_VAL2017 = CocoLayout("annotations/instances_val2017.json", "val2017")
-# Every image of the MLPerf subset has boxes; listing all keeps QSL index = position in the file,
-# the mapping accuracy_openimages.py uses.
-OPENIMAGES_MLPERF = CocoLayout("annotations/openimages-mlperf.json", "validation/data",
-                               keep_empty=True)
+OPENIMAGES_MLPERF = CocoLayout("annotations/openimages-mlperf.json", "validation/data")
 
 
 def load_annotations(path: Path) -> dict:
@@ -90,7 +88,8 @@ def read_coco(dataset_path: str | Path, list_path: str | Path | None = None,
     if count:
         images = images[:count]
     if not images:
-        raise ConfigError(f"{annotations_file} lists no images with annotations.")
+        raise ConfigError(f"{annotations_file} lists no images"
+                          + ("" if layout.keep_empty else " with annotations") + ".")
     files = tuple(str(Path(layout.images) / image["file_name"]) for image in images)
     if check_files:
         check_listed_files_exist(root, files, annotations_file)

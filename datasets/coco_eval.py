@@ -41,8 +41,9 @@ class DetectionScore:
 
 
 def inverse_class_map(annotations: dict) -> list[int]:
-    """Contiguous model class k -> COCO category id: ([0] + sorted category ids)[k]."""
-    return [0] + sorted(category["id"] for category in annotations["categories"])
+    """Contiguous model class k -> category id: ([0] + the file's category ids, in file order,
+    as pycocotools' getCatIds gives them)[k]."""
+    return [0] + [category["id"] for category in annotations["categories"]]
 
 
 def detections_from_log(entries: list[dict], image_map: list[dict],

@@ -23,8 +23,8 @@ class DatasetSpec:
     name: str
     task: str  # "classification" or "detection"
     image_size: tuple[int, int]  # (height, width) of the model input
-    crop: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # BGR image -> uint8 HWC RGB
-    normalize: Callable[[np.ndarray, str], np.ndarray]  # uint8 batch, layout -> model input
+    crop: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # BGR image -> HWC RGB
+    normalize: Callable[[np.ndarray, str], np.ndarray]  # stored batch, layout -> model input
     postprocess: (postprocess.ArgMaxOutput | postprocess.ArgMaxScores
                   | detections.TfDetections | detections.ThresholdedDetections)
     # (dataset_path, list_path, count, check_files) -> ImageList
@@ -32,6 +32,9 @@ class DatasetSpec:
     # The model answers one image at a time with outputs that have no batch axis (the MLPerf
     # RetinaNet ONNX file): the worker feeds it sample by sample.
     unbatched_outputs: bool = False
+    # What the geometric half gives, cached and shared: uint8, or float32 where the reference
+    # resizes a float image (the detection recipes but coco-300) and fractions must survive.
+    stored_dtype: type = np.uint8
     # Bump when the geometric half changes: it is part of the cache key.
     recipe_version: int = 1
 
@@ -39,7 +42,9 @@ class DatasetSpec:
         """[3, 256] float32: the normalised value of each byte in each channel, or None where
         the model takes the uint8 image itself. Every recipe is a function of (channel, byte)
         alone, so table[c, x] has exactly the bits normalize() gives: a device can normalise
-        a uint8 batch by lookup (see the pytorch backend)."""
+        a uint8 batch by lookup (see the pytorch backend). None too for float32 samples."""
+        if self.stored_dtype != np.uint8:
+            return None
         ramp = np.tile(np.arange(256, dtype=np.uint8), (3, 1))  # [channel, byte]
         batch = ramp[None, :, None, :] if layout == "NCHW" else ramp.T[None, None]
         out = self.normalize(batch, layout)
@@ -47,6 +52,10 @@ class DatasetSpec:
             return None
         table = out[0, :, 0, :] if layout == "NCHW" else out[0, 0].T
         return np.ascontiguousarray(table, dtype=np.float32)
+
+    def model_input_dtype(self) -> np.dtype:
+        """What normalize() gives: the dtype of a reference-style pre-processed file too."""
+        return self.normalize(np.zeros((1, 1, 1, 3), self.stored_dtype), "NHWC").dtype
 
     def sample_shape(self, layout: str) -> tuple[int, int, int]:
         height, width = self.image_size
@@ -82,9 +91,15 @@ _register(DatasetSpec(
 
 def _coco(name: str, size: int, normalize, post, layout: CocoLayout = COCO_VAL2017,
           **extra) -> DatasetSpec:
-    return DatasetSpec(name=name, task="detection", image_size=(size, size),
-                       crop=transforms.resize_plain, normalize=normalize, postprocess=post,
-                       list_samples=partial(read_coco, layout=layout), **extra)
+    """A detection set: float resize kept as float32 (uint8 only where the reference truncates
+    to uint8 itself: coco-300)."""
+    truncated = normalize is transforms.keep_uint8
+    return DatasetSpec(
+        name=name, task="detection", image_size=(size, size),
+        crop=transforms.resize_plain_truncated if truncated else transforms.resize_plain_float,
+        stored_dtype=np.uint8 if truncated else np.float32, normalize=normalize,
+        postprocess=post, list_samples=partial(read_coco, layout=layout), recipe_version=2,
+        **extra)
 
 
 # SSD-MobileNet: uint8 input, TF-style outputs (tf, onnx); PyTorch: [-1, 1], boxes/labels/scores.
@@ -93,15 +108,15 @@ _register(_coco("coco-300-pt", 300, transforms.normalize_minus_one_to_one,
                 detections.ThresholdedDetections(threshold=0.3)))
 # SSD-ResNet34 at 1200 x 1200, torchvision statistics; the four post-processings of the
 # reference. The PyTorch and TF models emit contiguous class ids (inverse map to COCO ids);
-# the PyTorch set keeps the images without annotations.
-_register(_coco("coco-1200", 1200, transforms.normalize_torchvision_f64,
+# the PyTorch set leaves out the images without annotations, as the reference's does.
+_register(_coco("coco-1200", 1200, transforms.normalize_torchvision,
                 detections.TfDetections()))
-_register(_coco("coco-1200-onnx", 1200, transforms.normalize_torchvision_f64,
+_register(_coco("coco-1200-onnx", 1200, transforms.normalize_torchvision,
                 detections.ThresholdedDetections(threshold=0.5)))
-_register(_coco("coco-1200-pt", 1200, transforms.normalize_torchvision_f64,
+_register(_coco("coco-1200-pt", 1200, transforms.normalize_torchvision,
                 detections.ThresholdedDetections(threshold=0.05, use_inv_map=True),
-                layout=replace(COCO_VAL2017, keep_empty=True)))
-_register(_coco("coco-1200-tf", 1200, transforms.normalize_torchvision_f64,
+                layout=replace(COCO_VAL2017, keep_empty=False)))
+_register(_coco("coco-1200-tf", 1200, transforms.normalize_torchvision,
                 detections.ThresholdedDetections(threshold=0.05, xy_first=False,
                                                  use_inv_map=True)))
 # RetinaNet on the MLPerf OpenImages subset: x / 255, boxes in pixels of the 800 x 800 input.

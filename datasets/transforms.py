@@ -1,11 +1,12 @@
 """Image pre-processing of the MLPerf vision reference, split in two halves.
 
 The reference turns every image into a float32 tensor once and caches that. We split each
-recipe into a *geometric* half (decode, BGR->RGB, resize, crop: uint8 in, uint8 out) that is
-cached on disk and kept in Ray's object store, and a *normalising* half (uint8 -> float32) that
-runs on the worker for each batch. The float32 values are bit-identical to the reference's,
-because the normalising half applies the same float32 operations in the same order; the cache
-and the shared store hold 4x fewer bytes.
+recipe into a *geometric* half (decode, BGR->RGB, resize, crop) that is cached on disk and kept
+in Ray's object store, and a *normalising* half that runs on the worker for each batch. The
+values are bit-identical to the reference's, because each half applies the same operations in
+the same order and type. The ImageNet recipes and coco-300 resize uint8 images, so their
+geometric half is uint8 and the cache holds 4x fewer bytes than the reference's; the other
+detection recipes resize a float32 image (fractions kept), so theirs stays float32.
 
 All functions take and return NumPy arrays; none touches Ray or the disk.
 """
@@ -95,12 +96,19 @@ def crop_imagenet_pytorch(image_bgr: np.ndarray, size: tuple[int, int]) -> np.nd
     return np.asarray(cropped, dtype=np.uint8).copy()
 
 
-def resize_plain(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Geometric half of the reference's COCO and OpenImages recipes: RGB, then a plain
-    INTER_LINEAR resize to (height, width), the aspect ratio not kept."""
-    rgb = to_rgb(image_bgr)
+def resize_plain_float(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Geometric half of the reference's COCO and OpenImages recipes (its maybe_resize): the
+    image becomes float32 *before* a plain INTER_LINEAR resize to (height, width), aspect not
+    kept, so the resized values keep their fractions (float32 out)."""
+    rgb = to_rgb(image_bgr).astype(np.float32)  # RGB order: an exact permutation either way
     return np.ascontiguousarray(cv2.resize(rgb, (size[1], size[0]),
                                            interpolation=cv2.INTER_LINEAR))
+
+
+def resize_plain_truncated(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """SSD-MobileNet's recipe (coco-300): the float resize, then cast to uint8 as the reference
+    does (np.asarray(img, dtype=np.uint8): fractions truncated)."""
+    return np.asarray(resize_plain_float(image_bgr, size), dtype=np.uint8)
 
 
 # --- normalising halves: uint8 batch in the model's layout -> float32 -------------------------
@@ -147,19 +155,8 @@ def normalize_minus_one_to_one(batch: np.ndarray, layout: str) -> np.ndarray:
     return out
 
 
-def normalize_torchvision_f64(batch: np.ndarray, layout: str) -> np.ndarray:
-    """(x / 255. - mean) / std computed in float64, then float32: the reference's
-    SSD-ResNet34 recipe divides the uint8 image by a Python float, so NumPy works in float64."""
-    out = batch / 255.0
-    out -= TORCH_MEAN_RGB.reshape(_channel_shape(layout))
-    out /= TORCH_STD_RGB.reshape(_channel_shape(layout))
-    return out.astype(np.float32)
-
-
 def normalize_unit(batch: np.ndarray, layout: str) -> np.ndarray:
-    """x / 255 (the reference's RetinaNet recipe). The reference divides in float64 and the
-    model takes float32; dividing in float32 gives the same bits for each of the 256 values
-    (checked in the tests), at half the memory traffic."""
+    """x / 255 in float32, the reference's RetinaNet recipe (img /= 255. on its float image)."""
     out = batch.astype(np.float32)
     out /= np.float32(255.0)
     return out

@@ -4,8 +4,8 @@
         --coco-dir /data/coco [--use-inv-map] [--remove-48-empty-images]
 
 --use-inv-map: the model emits contiguous class ids 1..80 (SSD-ResNet34 pytorch and tf).
---remove-48-empty-images: qsl indices count only the images with annotations, the way this SUT
-lists every COCO set but coco-1200-pt (the reference does the same).
+--remove-48-empty-images: qsl indices count only the images with annotations, in file order, the
+way the SUT lists coco-1200-pt (the PyTorch SSD-ResNet34), as the reference does.
 """
 
 from __future__ import annotations

@@ -72,22 +72,28 @@ def write_detection_set(root: Path, count: int, seed: int, images_folder: str,
 # --- the SPEC's pre-processing, written independently of datasets/transforms.py -------------
 
 def spec_detection_input(path: Path, dataset: str, layout: str) -> np.ndarray:
-    """The model input for one image following SPEC.md's table (uint8 for coco-300)."""
-    bgr = cv2.imread(str(path))  # 3 channels even for grayscale files
-    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    """The model input for one image following the reference's recipes: the image becomes
+    float32 before the colour swap and the INTER_LINEAR resize; coco-300 then casts to uint8,
+    the others compute in float32."""
+    image = np.array(cv2.imread(str(path)), dtype=np.float32)  # 3 channels even for gray files
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     size = {"coco-300": 300, "coco-300-pt": 300, "openimages-800-retinanet": 800,
             "openimages-800-retinanet-onnx": 800}.get(dataset, 1200)
-    resized = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     if dataset == "coco-300":
-        tensor = resized
+        tensor = np.asarray(image, dtype=np.uint8)
     elif dataset == "coco-300-pt":
-        tensor = (resized.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+        tensor = image
+        tensor -= 127.5
+        tensor /= 127.5
     elif dataset.startswith("openimages"):
-        tensor = (resized.astype(np.float64) / 255.0).astype(np.float32)
-    else:  # coco-1200*: torchvision statistics, computed in float64 as the reference does
-        mean = np.array([0.485, 0.456, 0.406], dtype=np.float32).astype(np.float64)
-        std = np.array([0.229, 0.224, 0.225], dtype=np.float32).astype(np.float64)
-        tensor = ((resized / 255.0 - mean) / std).astype(np.float32)
+        tensor = image
+        tensor /= 255.
+    else:  # coco-1200*: torchvision statistics
+        mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+        std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+        tensor = image / 255. - mean
+        tensor = tensor / std
     return np.ascontiguousarray(tensor.transpose(2, 0, 1)) if layout == "NCHW" else tensor
 
 

@@ -133,6 +133,7 @@ def test_cuda_graph_buckets_are_powers_of_two():
     from actors.backends.cuda_graphs import bucket_for
 
     assert [bucket_for(n) for n in (1, 2, 3, 5, 8, 9, 32, 33)] == [1, 2, 4, 8, 8, 16, 32, 64]
+    assert [bucket_for(n, 24) for n in (3, 16, 17, 24)] == [4, 16, 24, 24]  # capped
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -203,8 +204,16 @@ def test_the_gpu_check_script_runs_and_its_answers_agree(capsys):
     assert "100.0% equal" in capsys.readouterr().out
 
 
+def test_only_uint8_samples_have_a_normalisation_table():
+    from datasets.registry import get_dataset
+
+    for name in ("coco-300", "coco-300-pt", "coco-1200", "openimages-800-retinanet"):
+        assert get_dataset(name).normalization_table("NCHW") is None  # uint8 model input
+        # or float32 samples (the float resize): those are normalised on the worker
+
+
 @pytest.mark.parametrize("dataset", ["imagenet", "imagenet_mobilenet", "imagenet_pytorch",
-                                     "coco-300-pt", "coco-1200", "openimages-800-retinanet"])
+                                     "imagenet_mobilenet_1000"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_normalising_by_table_lookup_gives_the_same_bits(dataset, layout):
     from actors.backends.pytorch_backend import lookup_normalized
