@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,7 +55,8 @@ def raw_backend_samples_per_second(args, config, images, repeats: int = 5) -> fl
     spec = get_dataset(config.dataset)
     folder = ensure_preprocessed(images, spec, config.data_format, config.cache_dir,
                                  use_ray=False, show_progress=False)
-    source = SampleSource(folder, images, spec.sample_shape(config.data_format), np.uint8)
+    source = SampleSource(folder, images, spec.sample_shape(config.data_format),
+                          spec.stored_dtype)
     inputs = spec.normalize(source.read(list(range(len(images)))), config.data_format)
     backend = create_backend(config.backend, BackendOptions(
         model_path=config.model, inputs=config.inputs, outputs=config.outputs,
