@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batchsize", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workdir", default="bench_detection")
+    parser.add_argument("--address", help="join a running Ray instance (default: start one)")
     args = parser.parse_args(argv)
     from datasets.registry import get_dataset
     from sut.cli import resolve
@@ -85,7 +86,8 @@ def main(argv=None) -> int:
                     "*.Offline.min_query_count = 1\n"
                     f"*.Offline.target_qps = {loop:.0f}\n")
     output = root / "sut"
-    done = subprocess.run([sys.executable, "-m", "sut", *flags, "--user_conf", str(conf),
+    join = ["--address", args.address] if args.address else []
+    done = subprocess.run([sys.executable, "-m", "sut", *flags, *join, "--user_conf", str(conf),
                            "--output", str(output)], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"SUT run failed:\n{done.stderr[-3000:]}")

@@ -378,3 +378,14 @@ def test_per_image_dicts_from_pytorch_become_records():
     records = np.frombuffer(payloads.sample(0), np.float32)
     assert records.tolist() == pytest.approx([5, 0.2, 0.1, 1.0, 0.5, 0.9, 7])
     assert payloads.sample(1) == b""  # no detection: an empty answer, still an answer
+
+
+def test_the_detection_benchmark_script_runs(tmp_path, ray_address):
+    """scripts/bench_detection.py end to end, tiny and short: it must not rot unnoticed."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_detection.py"), "--images", "8",
+         "--max-batchsize", "4", "--seconds", "1", "--workdir", str(tmp_path),
+         "--profile", "retinanet-onnxruntime", "--address", ray_address],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SUT Offline, null" in done.stdout and "of the loop" in done.stdout
