@@ -40,6 +40,8 @@ class InferenceWorker:
         if options.device == "gpu" and table is not None and hook is not None:
             self._device_normalizes = bool(hook(table, options.layout))
         self._check_outputs(options)
+        if options.device == "gpu":
+            self._run_every_batch_shape(options)
         # (samples, row_of_index, already_normalized); replaced whole, so readers never see
         # a half-updated view.
         self._loaded: tuple[np.ndarray, np.ndarray, bool] | None = None
@@ -67,6 +69,16 @@ class InferenceWorker:
                               f"fit dataset {self._spec.name!r} ({problem}). Check --outputs "
                               "and the profile (class ids [N] or scores [N, classes]; for "
                               "detection the outputs the dataset's post-processing names).")
+
+    def _run_every_batch_shape(self, options: BackendOptions) -> None:
+        """Once per batch-size bucket, here in the constructor (before LoadGen, on this
+        worker, single-threaded): CUDA graphs are captured and TensorRT shapes built now, not
+        inside the timed test."""
+        from sut.batching import batch_size_buckets
+
+        for size in batch_size_buckets(options.max_batchsize):
+            zeros = np.zeros((size, *options.sample_shape), dtype=self._spec.stored_dtype)
+            self._predict(self._model_input(zeros, normalized=False))
 
     def _predict(self, inputs: np.ndarray) -> list[np.ndarray]:
         """The backend's outputs for a batch; outputs[k][i] is sample i's."""

@@ -31,7 +31,8 @@ from datasets.imagenet import ImageList
 from datasets.registry import DatasetSpec, get_dataset
 from sut.errors import ConfigError
 
-_IMAGES_PER_TASK = 32
+# A task returns at most this much (3 float32 1200x1200 images) and at most 32 images (ImageNet).
+_BYTES_PER_TASK = 64 << 20
 
 
 def cache_folder(cache_root: str | Path, spec: DatasetSpec, layout: str,
@@ -108,8 +109,9 @@ def ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
             if not _is_fresh(cached_file(folder, name), images.path(i))]
     if not todo:
         return folder
-    chunks = [todo[start:start + _IMAGES_PER_TASK]
-              for start in range(0, len(todo), _IMAGES_PER_TASK)]
+    sample_bytes = int(np.prod(spec.sample_shape(layout))) * np.dtype(spec.stored_dtype).itemsize
+    per_task = max(1, min(32, _BYTES_PER_TASK // sample_bytes))
+    chunks = [todo[start:start + per_task] for start in range(0, len(todo), per_task)]
     progress = _progress(len(todo), f"pre-processing {spec.name} ({layout})", show_progress)
     try:
         if use_ray:

@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="bench_detection")
     parser.add_argument("--address", help="join a running Ray instance (default: start one)")
     args = parser.parse_args(argv)
+    if args.images < args.max_batchsize:
+        parser.error("--images must be at least --max-batchsize (one whole batch)")
     from datasets.registry import get_dataset
     from sut.cli import resolve
 

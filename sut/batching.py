@@ -30,19 +30,15 @@ def split_into_batches(response_ids: np.ndarray, sample_indices: np.ndarray,
             for start in range(0, len(sample_indices), max_batchsize)]
 
 
-def warm_up_sizes(max_batchsize: int, workers: int, on_gpu: bool) -> list[int]:
-    """Batch sizes to send before a timed test. One-sample batches warm the path; on GPUs every
-    power of two up to --max-batchsize and that size itself too, for each worker, because CUDA
-    graphs and TensorRT engines are built per shape and must not be built inside the test."""
-    sizes = [1] * (4 * workers)
-    if on_gpu:
-        size = 2
-        while size < max_batchsize:
-            sizes += [size] * workers
-            size *= 2
-        if max_batchsize > 1:
-            sizes += [max_batchsize] * workers
-    return sizes
+def batch_size_buckets(max_batchsize: int) -> list[int]:
+    """Every power of two below --max-batchsize, and that size itself: the shapes a GPU worker
+    runs once at start-up, because CUDA graphs and TensorRT engines are built per shape and
+    must not be built inside a timed test."""
+    sizes, size = [], 1
+    while size < max_batchsize:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max(1, max_batchsize)]
 
 
 def server_batch_timeout_s(target_latency_ns: int) -> float:

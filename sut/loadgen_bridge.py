@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -59,8 +61,8 @@ def build_settings(config: RunConfig):
     lg = _lg()
     settings = lg.TestSettings()
     retired = RETIRED_MODEL_RULES.get(config.model_name, ())
-    if config.user_conf or retired:
-        conf = _conf_with_retired_rules(config.model_name, retired, config.user_conf)
+    conf = _conf_with_retired_rules(config.model_name, retired, config.user_conf)
+    if conf:
         try:
             status = settings.FromConfig(conf, config.model_name, config.scenario, 1)
         finally:
@@ -91,18 +93,21 @@ def build_settings(config: RunConfig):
 
 
 def _conf_with_retired_rules(model: str, rules: tuple[str, ...], user_conf: str | None) -> str:
-    """The user.conf to give LoadGen: the user's own where no retired rules apply, else a
-    temporary file with those rules first (LoadGen keeps the last value of a key)."""
-    if not rules:
-        return user_conf
+    """The user.conf to give LoadGen: the user's own where no retired rule applies, else a
+    temporary file with those rules first. LoadGen prefers a key naming the model to a `*` one,
+    so a rule the user's file sets in any form (model or `*`, any scenario) is left out."""
+    user_text = Path(user_conf).read_text(encoding="utf-8") if user_conf else ""
+    set_by_user = {match.group(1) for match in re.finditer(
+        rf"^\s*(?:{re.escape(model)}|\*)\.[^.\s]+\.(\w+)\s*=", user_text, re.MULTILINE)}
+    lines = [f"{model}.{rule}" for rule in rules
+             if rule.split("=")[0].strip().split(".")[-1] not in set_by_user]
+    if not lines:
+        return user_conf or ""
     import tempfile
 
-    lines = [f"{model}.{rule}" for rule in rules]
-    if user_conf:
-        lines.append(open(user_conf, encoding="utf-8").read())
     handle, path = tempfile.mkstemp(prefix="ray-sut-", suffix=".conf")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write("\n".join(lines) + "\n")
+        out.write("\n".join(lines) + "\n" + user_text)
     return path
 
 

@@ -20,7 +20,7 @@ from datasets.cache import SampleSource, ensure_preprocessed, reference_preproce
 from datasets.imagenet import ImageList
 from datasets.registry import get_dataset
 from sut import interrupts, loadgen_bridge
-from sut.batching import server_batch_timeout_s, warm_up_sizes
+from sut.batching import server_batch_timeout_s
 from sut.cluster import WorkerPool, check_placement, connect
 from sut.completion import CompletionLoop
 from sut.config import RunConfig
@@ -98,9 +98,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         warm the whole path up with a few batches that LoadGen never sees."""
         shared.load(indices)
         if mode != "accuracy" and not completer.aborted:
-            sizes = warm_up_sizes(config.max_batchsize, pool.live_workers(),
-                                  config.device == "gpu")
-            if not dispatcher.warm_up(indices[0], sizes):
+            if not dispatcher.warm_up(indices[0], [1] * (4 * pool.live_workers())):
                 log.warning("warm-up batches did not all return within 60 s")
 
     performance_count = min(len(images), config.performance_sample_count

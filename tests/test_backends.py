@@ -260,21 +260,25 @@ class RecordingBackend:
         return True
 
     def predict(self, batch):
-        RecordingBackend.seen.append(batch.dtype)
+        RecordingBackend.seen.append((len(batch), batch.dtype))
         return [np.zeros(len(batch), np.int64)]
 
     def describe(self) -> dict:
         return {"backend": self.name}
 
 
-@pytest.mark.parametrize("device, expected", [("gpu", np.uint8), ("cpu", np.float32)])
-def test_the_worker_hands_uint8_to_a_backend_that_normalises_on_a_gpu(device, expected):
+@pytest.mark.parametrize("device, dtype, sizes", [
+    ("gpu", np.uint8, [2, 1, 2, 4, 3]),  # check, every batch-size bucket up to 4, the batch
+    ("cpu", np.float32, [2, 3])])  # check, the batch
+def test_the_worker_hands_uint8_to_a_backend_that_normalises_on_a_gpu(device, dtype, sizes):
+    """...and on a GPU runs every batch shape once before serving (graphs, engines)."""
     from actors.messages import Batch
     from actors.worker import InferenceWorker
 
     RecordingBackend.seen.clear()
     worker = InferenceWorker("w", "test_backends:RecordingBackend", BackendOptions(
-        model_path="none", sample_shape=(3, 8, 8), device=device), "imagenet")
+        model_path="none", sample_shape=(3, 8, 8), device=device, max_batchsize=4),
+        "imagenet")
     worker.set_samples(np.zeros((4, 3, 8, 8), np.uint8), np.arange(4))
-    worker.infer(Batch(1, np.arange(4, dtype=np.uint64), np.arange(4)))
-    assert RecordingBackend.seen == [expected, expected]  # the start-up check, then the batch
+    worker.infer(Batch(1, np.arange(3, dtype=np.uint64), np.arange(3)))
+    assert RecordingBackend.seen == [(size, np.dtype(dtype)) for size in sizes]

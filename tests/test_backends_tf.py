@@ -246,3 +246,6 @@ def test_uint8_images_reach_a_quantised_uint8_model_unchanged():
     assert backend._model_input(pixels).tolist() == pixels.tolist()
     reals = np.array([[-1.0, 0.0, 0.5]], dtype=np.float32)  # real values are quantised
     assert backend._model_input(reals).tolist() == [[0, 128, 192]]
+    # uint8 pixels for an int8 model (scale 1, zero point -128): quantised, never wrapped
+    backend.input_quantization, backend.input_dtype = (1.0, -128), np.int8
+    assert backend._model_input(pixels).tolist() == [[-128, -127, -64, 0, 72, 127]]

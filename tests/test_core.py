@@ -276,9 +276,9 @@ def _wait_for(items: list, count: int, timeout_s: float = 5.0) -> list:
     return list(items[:count])
 
 
-def test_warm_up_sizes_cover_every_bucket_on_gpus_only():
-    from sut.batching import warm_up_sizes
+def test_batch_size_buckets_reach_the_max_batchsize():
+    from sut.batching import batch_size_buckets
 
-    assert warm_up_sizes(32, 2, on_gpu=False) == [1] * 8
-    assert warm_up_sizes(24, 1, on_gpu=True) == [1] * 4 + [2, 4, 8, 16, 24]
-    assert warm_up_sizes(1, 1, on_gpu=True) == [1] * 4
+    assert batch_size_buckets(24) == [1, 2, 4, 8, 16, 24]
+    assert batch_size_buckets(32) == [1, 2, 4, 8, 16, 32]
+    assert batch_size_buckets(1) == [1]

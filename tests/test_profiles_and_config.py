@@ -80,6 +80,8 @@ def test_non_positive_numbers_are_refused(tmp_path, flag):
 @pytest.mark.parametrize("user_lines, expected", [
     ("", "64 100.0"),  # the retired model's rules
     ("ssd-resnet34.*.performance_sample_count_override = 32\n", "32 100.0"),  # user.conf wins
+    ("*.*.performance_sample_count_override = 32\n", "32 100.0"),  # in any form
+    ("*.Server.target_latency = 50\n", "64 50.0"),
 ])
 def test_retired_models_get_their_old_mlperf_conf_rules(tmp_path, user_lines, expected):
     """LoadGen 6 no longer knows ssd-resnet34: its performance sample count (64) and Server

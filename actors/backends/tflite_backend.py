@@ -128,11 +128,13 @@ class TfLiteBackend:
 
     # -- inference ----------------------------------------------------------------------------
     def _model_input(self, batch: np.ndarray) -> np.ndarray:
-        """Real values are quantised with the model's scale and zero point; integer images
-        (coco-300's uint8, for a uint8 SSD-MobileNet) are the model's own values already."""
+        """Values are quantised with the model's scale and zero point, except an integer batch
+        of the model's own type (coco-300's uint8 for a uint8 SSD-MobileNet): those are the
+        model's values already, as the reference feeds them. uint8 pixels for an int8 model
+        are real values 0..255 and get quantised like floats."""
         scale, zero_point = self.input_quantization
         if (scale and np.issubdtype(self.input_dtype, np.integer)
-                and not np.issubdtype(batch.dtype, np.integer)):
+                and batch.dtype != np.dtype(self.input_dtype)):
             return quantize(batch, scale, zero_point, self.input_dtype)
         return cast_for_model(batch, self.input_dtype)
 
