@@ -132,7 +132,7 @@ class InferenceWorker:
     def _model_input(self, gathered: np.ndarray, normalized: bool) -> np.ndarray:
         if normalized or self._device_normalizes:
             return gathered
-        return self._spec.normalize(gathered, self._layout)
+        return self._spec.normalize(gathered, self._layout, reuse=True)  # gathered is a copy
 
     def infer(self, batch: Batch) -> BatchResult:
         started = time.perf_counter()

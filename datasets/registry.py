@@ -24,7 +24,9 @@ class DatasetSpec:
     task: str  # "classification" or "detection"
     image_size: tuple[int, int]  # (height, width) of the model input
     crop: Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # BGR image -> HWC RGB
-    normalize: Callable[[np.ndarray, str], np.ndarray]  # stored batch, layout -> model input
+    # (stored batch, layout, reuse=False) -> model input; reuse: the batch is a fresh copy that
+    # may be normalised in place (float32 samples: saves a copy per batch on the worker)
+    normalize: Callable[..., np.ndarray]
     postprocess: (postprocess.ArgMaxOutput | postprocess.ArgMaxScores
                   | detections.TfDetections | detections.ThresholdedDetections)
     # (dataset_path, list_path, count, check_files) -> ImageList

@@ -113,7 +113,15 @@ def resize_plain_truncated(image_bgr: np.ndarray, size: tuple[int, int]) -> np.n
 
 # --- normalising halves: uint8 batch in the model's layout -> float32 -------------------------
 
-def keep_uint8(batch: np.ndarray, layout: str) -> np.ndarray:
+def _work_array(batch: np.ndarray, reuse: bool) -> np.ndarray:
+    """The float32 array to normalise in place: the batch itself when the caller hands over a
+    fresh float32 copy (reuse, as the worker does with its gathered rows), else a copy."""
+    if reuse and batch.dtype == np.float32 and batch.flags.writeable:
+        return batch
+    return batch.astype(np.float32)
+
+
+def keep_uint8(batch: np.ndarray, layout: str, reuse: bool = False) -> np.ndarray:
     """SSD-MobileNet (TF, ONNX) takes the uint8 image itself (`image_tensor:0`)."""
     return batch
 
@@ -122,42 +130,42 @@ def _channel_shape(layout: str) -> tuple[int, ...]:
     return (1, 3, 1, 1) if layout == "NCHW" else (1, 1, 1, 3)
 
 
-def normalize_vgg(batch: np.ndarray, layout: str) -> np.ndarray:
+def normalize_vgg(batch: np.ndarray, layout: str, reuse: bool = False) -> np.ndarray:
     """float32(x) - mean, as the reference's pre_process_vgg."""
-    out = batch.astype(np.float32)
+    out = _work_array(batch, reuse)
     out -= VGG_MEAN_RGB.reshape(_channel_shape(layout))
     return out
 
 
-def normalize_mobilenet(batch: np.ndarray, layout: str) -> np.ndarray:
+def normalize_mobilenet(batch: np.ndarray, layout: str, reuse: bool = False) -> np.ndarray:
     """((float32(x) / 255) - 0.5) * 2 in float32, in the reference's order of operations."""
-    out = batch.astype(np.float32)
+    out = _work_array(batch, reuse)
     out /= np.float32(255.0)
     out -= np.float32(0.5)
     out *= np.float32(2.0)
     return out
 
 
-def normalize_torchvision(batch: np.ndarray, layout: str) -> np.ndarray:
+def normalize_torchvision(batch: np.ndarray, layout: str, reuse: bool = False) -> np.ndarray:
     """(float32(x) / 255 - mean) / std, as torchvision's to_tensor + normalize."""
-    out = batch.astype(np.float32)
+    out = _work_array(batch, reuse)
     out /= np.float32(255.0)
     out -= TORCH_MEAN_RGB.reshape(_channel_shape(layout))
     out /= TORCH_STD_RGB.reshape(_channel_shape(layout))
     return out
 
 
-def normalize_minus_one_to_one(batch: np.ndarray, layout: str) -> np.ndarray:
+def normalize_minus_one_to_one(batch: np.ndarray, layout: str, reuse: bool = False) -> np.ndarray:
     """(float32(x) - 127.5) / 127.5, the reference's SSD-MobileNet PyTorch recipe."""
-    out = batch.astype(np.float32)
+    out = _work_array(batch, reuse)
     out -= np.float32(127.5)
     out /= np.float32(127.5)
     return out
 
 
-def normalize_unit(batch: np.ndarray, layout: str) -> np.ndarray:
+def normalize_unit(batch: np.ndarray, layout: str, reuse: bool = False) -> np.ndarray:
     """x / 255 in float32, the reference's RetinaNet recipe (img /= 255. on its float image)."""
-    out = batch.astype(np.float32)
+    out = _work_array(batch, reuse)
     out /= np.float32(255.0)
     return out
 

@@ -389,3 +389,23 @@ def test_the_detection_benchmark_script_runs(tmp_path, ray_address):
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SUT Offline, null" in done.stdout and "of the loop" in done.stdout
+
+
+@pytest.mark.parametrize("writeable", [False, True])
+def test_the_worker_normalises_its_own_copy_and_never_the_loaded_samples(writeable):
+    """Float32 samples are normalised in place on the worker's gathered copy: the answer is
+    the dataset's normalisation and the loaded (shared) samples stay as they were."""
+    from actors.backends import BackendOptions
+    from actors.messages import Batch
+    from actors.worker import InferenceWorker
+
+    spec = get_dataset("openimages-800-retinanet-onnx")
+    worker = InferenceWorker("w", "null", BackendOptions(
+        model_path="none", sample_shape=(3, 8, 8)), spec.name)
+    store = np.random.default_rng(3).uniform(0, 255, (5, 3, 8, 8)).astype(np.float32)
+    store.flags.writeable = writeable  # Ray's object store hands out read-only arrays
+    before = store.copy()
+    worker.set_samples(store, np.arange(5))
+    inputs = worker.inputs_for(Batch(1, np.zeros(3, np.uint64), np.array([4, 0, 4])))
+    assert np.array_equal(inputs, spec.normalize(before[[4, 0, 4]], "NCHW"))
+    assert np.array_equal(store, before)
