@@ -49,8 +49,15 @@ def _records(index: int, boxes: np.ndarray, scores: np.ndarray,
     return out
 
 
+class _RecordsPerSample:
+    """A post-processor whose per_sample() gives each sample's [k, 7] records."""
+
+    def __call__(self, outputs: list[np.ndarray], sample_indices) -> Payloads:
+        return records_to_payloads(self.per_sample(outputs, sample_indices))
+
+
 @dataclass(frozen=True)
-class TfDetections:
+class TfDetections(_RecordsPerSample):
     """num_detections, boxes (y, x order, normalised), scores, classes: as the reference's
     PostProcessCoco."""
 
@@ -70,9 +77,6 @@ class TfDetections:
                                    np.asarray(classes[i]).reshape(-1)[:n]))
         return result
 
-    def __call__(self, outputs: list[np.ndarray], sample_indices) -> Payloads:
-        return records_to_payloads(self.per_sample(outputs, sample_indices))
-
     def null_outputs(self, batch_size: int) -> list[np.ndarray]:
         k = self.max_detections
         return [np.zeros(batch_size, np.float32), np.zeros((batch_size, k, 4), np.float32),
@@ -80,7 +84,7 @@ class TfDetections:
 
 
 @dataclass(frozen=True)
-class ThresholdedDetections:
+class ThresholdedDetections(_RecordsPerSample):
     """boxes, labels, scores, sorted by score, cut at the first score under the threshold:
     the reference's PostProcessCocoPt / -Onnx / -Tf and PostProcessOpenImagesRetinanet.
 
@@ -113,9 +117,6 @@ class ThresholdedDetections:
             result.append(_records(index, sample_boxes, sample_scores[:keep],
                                    np.asarray(labels[i]).reshape(-1)[:keep]))
         return result
-
-    def __call__(self, outputs: list[np.ndarray], sample_indices) -> Payloads:
-        return records_to_payloads(self.per_sample(outputs, sample_indices))
 
     def null_outputs(self, batch_size: int) -> list[np.ndarray]:
         k = self.max_detections
