@@ -26,6 +26,9 @@ VARIANTS = {  # variant -> (backend, model kind, BackendOptions fields)
     "tensorflow-saved_model-own-signature": ("tensorflow", "saved_model", {}),
     "tflite-float": ("tflite", "tflite-float", PROFILE_NAMES),
     "tflite-int8": ("tflite", "tflite-int8", PROFILE_NAMES),
+    # a known --max-batchsize: batches padded to power-of-two buckets, or cut beyond the largest
+    "tflite-float-buckets": ("tflite", "tflite-float", {**PROFILE_NAMES, "max_batchsize": 4}),
+    "tflite-int8-buckets": ("tflite", "tflite-int8", {**PROFILE_NAMES, "max_batchsize": 4}),
     # fixed batch size 1: batches run chunk by chunk
     "tensorflow-frozen-batch1": ("tensorflow", "frozen-batch1", PROFILE_NAMES),
     "tflite-float-batch1": ("tflite", "tflite-float-batch1", PROFILE_NAMES),
@@ -113,6 +116,56 @@ def test_int8_outputs_are_dequantised(known_set, model_dir, known_inputs_nhwc):
     class_ids, distance = backend.predict(inputs[:4] + np.float32(3.0))
     np.testing.assert_allclose(distance, 3.0, atol=0.1)
     assert (class_ids == known_answer_tf.REJECT_CLASS).all()
+
+
+def _dynamic_batch_tflite(path):
+    """[N, 2, 2, 3] float32 -> a matmul [N, 4] and its argmax [N]: integer-valued floats
+    throughout, so every batch size gives bit-identical rows."""
+    weights = tf.constant(np.arange(48, dtype=np.float32).reshape(12, 4) % 7 - 3)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2, 2, 3], tf.float32, name="image")])
+    def model(image):
+        scores = tf.matmul(tf.reshape(image, [-1, 12]), weights)
+        return {"scores": scores, "class_id": tf.argmax(scores, axis=1, output_type=tf.int32)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [model.get_concrete_function()], model)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_dynamic_batch_runs_padded_to_its_bucket_with_one_interpreter_each(tmp_path,
+                                                                           monkeypatch):
+    """The Server batcher sends every size 1..--max-batchsize: each runs padded to its
+    power-of-two bucket, gives exactly the rows it gives sample by sample, and only one
+    interpreter per bucket is ever built (resizing reallocates every tensor)."""
+    from actors.backends import tflite_backend
+    from sut.batching import batch_size_buckets
+
+    interpreter_class = tflite_backend._interpreter_class()
+    built = []
+
+    def counting_interpreter(**kwargs):
+        built.append(interpreter_class(**kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(tflite_backend, "_interpreter_class", lambda: counting_interpreter)
+    max_batchsize = 8
+    backend = create_backend("tflite", BackendOptions(
+        model_path=str(_dynamic_batch_tflite(tmp_path / "dynamic.tflite")), layout="NHWC",
+        sample_shape=(2, 2, 3), threads=1, max_batchsize=max_batchsize))
+    samples = (np.arange(19 * 12, dtype=np.float32).reshape(19, 2, 2, 3) * 37 % 11) - 5
+    per_sample = [backend.predict(samples[i:i + 1]) for i in range(len(samples))]
+    for _ in range(2):  # the second sweep is the steady state: nothing more is built
+        for size in [*range(1, max_batchsize + 1), len(samples)]:  # 19: beyond every bucket
+            outputs = backend.predict(samples[:size])
+            for k, output in enumerate(outputs):
+                expected = np.concatenate([per_sample[i][k] for i in range(size)])
+                assert output.dtype == expected.dtype
+                np.testing.assert_array_equal(output, expected, err_msg=f"size {size}")
+    built_batch_sizes = sorted(int(i.get_input_details()[0]["shape"][0]) for i in built)
+    assert built_batch_sizes == batch_size_buckets(max_batchsize) == [1, 2, 4, 8]
+    assert backend.describe()["batch_buckets"] == [1, 2, 4, 8]
 
 
 @pytest.mark.parametrize("variant, backend, kind", [

@@ -2,9 +2,14 @@
 
 Quantised models get their input quantised with the model's own scale and zero point, and
 their quantised outputs dequantised, so the post-processing sees the same values as for a float
-model; integer outputs without quantisation (class ids) pass through. A model whose batch
-dimension is dynamic runs whole batches (one interpreter per batch size, the few recent ones
-kept: resizing reallocates every tensor); a fixed-batch model runs chunk by chunk.
+model; integer outputs without quantisation (class ids) pass through.
+
+Resizing an interpreter reallocates every tensor, so each batch shape gets its own
+interpreter. A model whose batch dimension is dynamic pads every batch with zero rows up to its
+power-of-two bucket (batch_size_buckets(--max-batchsize)) and keeps one interpreter per bucket:
+the Server batcher's sizes 1..max would otherwise build and evict interpreters all the time.
+Without a known --max-batchsize it runs whole batches at their own size, the few recent sizes
+kept. A fixed-batch model runs chunk by chunk.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import numpy as np
 from actors.backends.base import BackendOptions
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks, refuse_other_formats)
+from sut.batching import batch_size_buckets
 from sut.errors import ConfigError
 
 EXTRA = "tflite"
-KEPT_BATCH_SIZES = 4  # interpreters kept, one per recent batch size
+KEPT_BATCH_SIZES = 4  # interpreters kept, one per recent batch size (more with buckets)
 
 
 def _interpreter_class():
@@ -77,6 +83,10 @@ class TfLiteBackend:
             raise ConfigError(f"--model {path}: LiteRT cannot load it "
                               f"({str(error).splitlines()[0]}).") from None
         self._bind(interpreter, options, path)
+        # Padded batch sizes; none for a fixed-batch model or an unknown --max-batchsize.
+        self.buckets = (batch_size_buckets(options.max_batchsize)
+                        if self.fixed_batch is None and options.max_batchsize >= 1 else [])
+        self._kept = max(KEPT_BATCH_SIZES, len(self.buckets))  # every bucket stays built
         self._by_shape: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._by_shape[self._allocated_shape] = interpreter
 
@@ -154,19 +164,39 @@ class TfLiteBackend:
         interpreter.resize_tensor_input(self.input_index, list(shape), strict=True)
         interpreter.allocate_tensors()
         self._by_shape[shape] = interpreter
-        if len(self._by_shape) > KEPT_BATCH_SIZES:
+        if len(self._by_shape) > self._kept:
             self._by_shape.popitem(last=False)
         return interpreter
 
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
-        interpreter = self._interpreter_for(batch.shape)
-        interpreter.set_tensor(self.input_index, self._model_input(batch))
+        return self._run(self._model_input(batch))
+
+    def _run(self, model_input: np.ndarray) -> list[np.ndarray]:
+        interpreter = self._interpreter_for(model_input.shape)
+        interpreter.set_tensor(self.input_index, model_input)
         interpreter.invoke()
         return [self._model_output(interpreter.get_tensor(index), quantization)
                 for index, quantization in self._outputs]
 
+    def _invoke_padded(self, batch: np.ndarray) -> list[np.ndarray]:
+        """A batch of at most the largest bucket, run at its bucket: zero rows (in the model's
+        input type, after quantisation) fill it up, and their outputs are dropped."""
+        real = len(batch)
+        bucket = next(size for size in self.buckets if size >= real)
+        model_input = self._model_input(batch)
+        if bucket > real:
+            padding = np.zeros((bucket - real, *model_input.shape[1:]), model_input.dtype)
+            model_input = np.concatenate([model_input, padding])
+        return [output[:real] for output in self._run(model_input)]
+
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:
-        return predict_in_fixed_chunks(self._invoke, batch, self.fixed_batch)
+        if not self.buckets:
+            return predict_in_fixed_chunks(self._invoke, batch, self.fixed_batch)
+        if len(batch) <= self.buckets[-1]:
+            return self._invoke_padded(batch)
+        # Beyond the largest bucket (only callers that ignore --max-batchsize send that): chunks
+        # of the largest bucket, so no interpreter outside the buckets is built or evicts one.
+        return predict_in_fixed_chunks(self._invoke_padded, batch, self.buckets[-1])
 
     def describe(self) -> dict:
         scale, zero_point = self.input_quantization
@@ -174,4 +204,4 @@ class TfLiteBackend:
                 "input_dtype": np.dtype(self.input_dtype).name,
                 "input_quantization": [float(scale), int(zero_point)],
                 "outputs": self.output_names, "fixed_batch": self.fixed_batch,
-                "threads": self.threads}
+                "batch_buckets": self.buckets, "threads": self.threads}
