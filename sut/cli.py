@@ -20,6 +20,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from actors.backends import BACKENDS
     from datasets.registry import DATASETS
     from sut.config import SCENARIOS
     from sut.profiles import PROFILES
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = reference.add_argument
     add("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
     add("--dataset-path", help="folder of the images (and val_map.txt)")
-    add("--dataset-list", help="list file (default: <dataset-path>/val_map.txt)")
+    add("--dataset-list", help="list file (default: <dataset-path>/val_map.txt; for COCO and "
+                               "OpenImages sets their annotations JSON)")
     add("--data-format", help="NCHW or NHWC (default: the profile's, else the backend's)")
     add("--profile", help=f"one of: {', '.join(sorted(PROFILES))}")
     add("--scenario", help=f"one of {', '.join(SCENARIOS)} (default SingleStream; Offline for "
@@ -41,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output", default="output", help="folder for LoadGen logs and results.json")
     add("--inputs", help="comma-separated input tensor names")
     add("--outputs", help="comma-separated output tensor names")
-    add("--backend", help="onnxruntime, pytorch, or null (the harness alone, no inference)")
+    add("--backend", help=f"one of: {', '.join(sorted(BACKENDS))} (null: the harness alone, no "
+                          "inference); or package.module:Class")
     add("--model-name", help="LoadGen model key for its rules, e.g. resnet50")
-    add("--threads", type=int, help="intra-op threads per CPU worker (default: CPUs / workers)")
+    add("--threads", type=int, help="intra-op threads per CPU worker (default: CPUs / workers; "
+                                    "the reference's issuing threads are not needed here)")
     add("--qps", type=float, help="Server target QPS and Offline expected QPS")
     add("--time", type=int, help="min and max duration in seconds (not for submissions)")
     add("--count", type=int, help="use only the first N images of the list")
@@ -94,11 +98,15 @@ def _check_datasets_package() -> None:
 
 def resolve(argv: list[str]):
     """Parse argv into (RunConfig, ImageList); builds the embedded default when asked."""
+    return resolve_args(build_parser().parse_args(argv))
+
+
+def resolve_args(args: argparse.Namespace):
+    """Parsed flags -> (RunConfig, ImageList); builds the embedded default when asked."""
     from datasets.registry import get_dataset
     from sut.config import resolve_config
     from sut.errors import ConfigError
 
-    args = build_parser().parse_args(argv)
     notes: list[str] = []
     if args.model is None and args.dataset_path is None:
         from sut.embedded import ensure_embedded_assets
@@ -127,9 +135,21 @@ def resolve(argv: list[str]):
     return config, images
 
 
-def main(argv: list[str] | None = None, handle_signals: bool = False) -> int:
+def run_and_report(config, images, args: argparse.Namespace) -> int:
+    """The job of `python -m sut`: every test of the config, then the summary."""
+    from sut.runner import print_summary, run
+
+    results = run(config, images)
+    print_summary(results)
+    return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK
+
+
+def main(argv: list[str] | None = None, handle_signals: bool = False,
+         job=run_and_report, extend_parser=None) -> int:
     """Run the CLI. handle_signals routes Ctrl-C/SIGTERM so they stop a run promptly (see
-    interrupts.py); only the process's own entry points set it."""
+    interrupts.py); only the process's own entry points set it. Other entry points (the QPS
+    scan) add their flags with extend_parser(parser) and do their own job(config, images, args)
+    with the same checks, errors and exit codes."""
     from sut.errors import ConfigError, RunFailed
 
     if handle_signals:
@@ -143,12 +163,14 @@ def main(argv: list[str] | None = None, handle_signals: bool = False) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         _check_datasets_package()  # before anything imports from `datasets`
-        from sut.runner import print_summary, run
-
-        config, images = resolve(argv)
+        parser = build_parser()
+        if extend_parser is not None:
+            extend_parser(parser)
+        args = parser.parse_args(argv)
+        config, images = resolve_args(args)
         for note in config.notes:
             print(f"NOTE: {note}", flush=True)
-        results = run(config, images)
+        return job(config, images, args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -160,8 +182,6 @@ def main(argv: list[str] | None = None, handle_signals: bool = False) -> int:
 
         print("interrupted: workers shut down.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print_summary(results)
-    return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK
 
 
 def entry_point() -> int:

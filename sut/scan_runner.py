@@ -1,0 +1,186 @@
+"""The QPS scan on the workers (scripts/qps_scan.py).
+
+    check inputs -> Ray up -> pre-process -> workers load the model
+    -> stage 1: LoadGen accuracy test on the first N images (Offline), scored as usual
+    -> stages 2 and 3: for each arrival kind and latency bound, open-loop trials
+       (sut/qps_scan.py) through the same dispatcher, queue, workers and aggregator as a
+       LoadGen Server run, searching for the highest QPS that meets the bound
+
+Trials bypass LoadGen, which has no equal-spacing scenario; each trial is a fresh ledger,
+completer and dispatcher on the one worker pool, and waits for its last answer, so no backlog
+from an overloaded trial slows the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sut import loadgen_bridge
+from sut.batching import server_batch_timeout_s
+from sut.cluster import WorkerPool, check_placement, connect
+from sut.completion import CompletionLoop
+from sut.config import RunConfig
+from sut.dispatch import Completer, Dispatcher, batch_id_counter
+from sut.errors import RunFailed
+from sut.ledger import CompletionLedger
+from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arrival_times,
+                          final_result, find_max_qps)
+from sut.runner import prepare_samples, run_test
+from sut.shared_samples import SharedSamples
+
+# After its last request a trial waits this long (plus its own duration) for the answers.
+DRAIN_GRACE_S = 30.0
+MAX_TRIAL_STRETCH = 4  # a slow trial may last up to this many --trial-seconds
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    latencies_s: tuple[float, ...] = DEFAULT_LATENCIES_S
+    arrivals: tuple[str, ...] = ("linear", "exponential")
+    accuracy_count: int = 500  # 0: no accuracy stage
+    trial_seconds: float = 5.0
+    min_requests: int = 100  # per trial where that takes at most MAX_TRIAL_STRETCH trials' time
+    start_qps: int = 10
+    max_qps: int | None = None  # none: double until a rate misses the bound
+    percentile: float = 99.0
+    seed: int = 0
+
+
+def first_images(images, count: int):
+    """The first `count` samples of a listing (QSL indices unchanged)."""
+    count = min(count, len(images))
+    changes = {name: getattr(images, name)[:count]
+               for name in ("files", "labels", "heights", "widths") if hasattr(images, name)}
+    return dataclasses.replace(images, **changes)
+
+
+def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: bool = True) -> dict:
+    """All stages; returns (and writes to <output>/qps_scan.json) what they found."""
+    connect(config)
+    check_placement(config)
+    source = prepare_samples(config, images, show_progress)
+    output = Path(config.output)
+    batch_ids = batch_id_counter()
+    results: dict = {"setup": {"model": config.model, "backend": config.backend,
+                               "dataset": config.dataset, "workers": config.num_workers,
+                               "device": config.device, "max_batchsize": config.max_batchsize,
+                               "percentile": options.percentile,
+                               "trial_seconds": options.trial_seconds}}
+    with WorkerPool(config) as pool:
+        if options.accuracy_count:
+            results["accuracy"] = _accuracy_stage(config, pool, images, source, options,
+                                                  output / "accuracy", batch_ids)
+        bounds = _search_stages(config, pool, images, source, options, batch_ids)
+    results["bounds"] = [_bound_json(bound, options.percentile) for bound in bounds]
+    results["final_result"] = final_result(bounds)
+    print(f"===FINAL_RESULT: {results['final_result']}", flush=True)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "qps_scan.json").write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def _accuracy_stage(config, pool, images, source, options, test_dir, batch_ids) -> dict:
+    """LoadGen AccuracyOnly on the first N images, one Offline query: the usual scoring."""
+    subset = first_images(images, options.accuracy_count)
+    accuracy_config = dataclasses.replace(config, scenario="Offline", modes=("accuracy",))
+    settings = loadgen_bridge.build_settings(accuracy_config)
+    outcome = run_test(accuracy_config, pool, settings, "accuracy", subset, source, test_dir,
+                       batch_ids)
+    if outcome.get("error"):
+        raise RunFailed(f"accuracy stage: {outcome['error']}")
+    return outcome.get("accuracy", {})
+
+
+def _search_stages(config, pool, images, source, options, batch_ids) -> list[BoundResult]:
+    count = min(len(images), config.performance_sample_count or 1024)
+    loaded = np.arange(count, dtype=np.int64)
+    pool.broadcast("set_payloads", False)
+    shared = SharedSamples(pool, source, len(images))
+    shared.load(loaded.tolist())
+    rng = np.random.default_rng(options.seed)
+    bounds = []
+    try:
+        _warm_up(config, pool, batch_ids, int(loaded[0]))
+        for kind in options.arrivals:
+            known_good = 0
+            for bound_s in sorted(options.latencies_s):
+                def trial(qps, kind=kind, bound_s=bound_s):
+                    return _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options,
+                                  rng)
+
+                def show(qps, stats, passed, kind=kind, bound_s=bound_s):
+                    print(stats.line(f"{kind}/{bound_s:g}/{qps}"), flush=True)
+                    if passed:
+                        print("^taken", flush=True)
+
+                result = find_max_qps(trial, kind, bound_s, options.start_qps, known_good,
+                                      options.percentile, options.max_qps, on_trial=show)
+                latency = ("" if result.measured_latency is None
+                           else f" measured_latency={result.measured_latency:.6f}")
+                print(f"===RESULT: {kind} target_latency={bound_s:g}{latency} "
+                      f"qps={result.best_qps}", flush=True)
+                bounds.append(result)
+                known_good = max(known_good, result.best_qps)
+    finally:
+        shared.unload()
+    return bounds
+
+
+@contextmanager
+def _server_path(config, pool, batch_ids, complete, bound_s: float):
+    """A dispatcher (Server batching) and a completion loop for one trial, torn down after."""
+    ledger = CompletionLedger()
+    completer = Completer(ledger, complete, pool.send)
+    timeout_s = config.server_batch_timeout_s or server_batch_timeout_s(int(bound_s * 1e9))
+    dispatcher = Dispatcher("Server", config.max_batchsize, ledger, pool.send, completer,
+                            pool.live_workers, batch_ids, timeout_s)
+    completion = CompletionLoop(pool, completer, ledger).start()
+    dispatcher.start()
+    try:
+        yield dispatcher, completer, ledger
+    finally:
+        dispatcher.stop()
+        # A trial that gave up waiting leaves batches on the workers: let them finish, so the
+        # next trial starts on idle workers.
+        drained = ledger.wait_until_empty(DRAIN_GRACE_S * 4)
+        completion.stop()
+        if completer.aborted:
+            raise RunFailed(completer.abort_reason)
+        if not drained:
+            raise RunFailed(f"{ledger.outstanding_samples()} samples still outstanding "
+                            f"{DRAIN_GRACE_S * 4:.0f} s after a trial: the workers stopped "
+                            "answering")
+
+
+def _warm_up(config, pool, batch_ids, sample_index: int) -> None:
+    with _server_path(config, pool, batch_ids, lambda *args: None, 0.05) as (dispatcher, _, _):
+        dispatcher.warm_up(sample_index, [1] * (4 * pool.live_workers()))
+
+
+def _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options, rng):
+    # At least min_requests, so a slow rate still gives a percentile worth having, but never
+    # longer than 4 trials: a search that walks down to a few QPS must not take minutes a step.
+    seconds = max(options.trial_seconds,
+                  min(options.min_requests / qps, MAX_TRIAL_STRETCH * options.trial_seconds))
+    count = max(1, int(round(qps * seconds)))
+    schedule = arrival_times(kind, qps, count, rng)
+    samples = rng.choice(loaded, count)
+    trial = OpenLoopTrial(schedule, samples)
+    with _server_path(config, pool, batch_ids, trial.complete, bound_s) as (dispatcher, _, _):
+        return trial.run(dispatcher.issue, qps, wait_s=float(schedule[-1]) + DRAIN_GRACE_S)
+
+
+def _bound_json(bound: BoundResult, percentile: float) -> dict:
+    return {"arrival": bound.kind, "latency_bound_s": bound.bound_s, "qps": bound.best_qps,
+            f"p{percentile:g}_latency_s": bound.measured_latency,
+            "trials": [{"qps": qps, "met_bound": passed, "achieved_qps": round(stats.qps, 3),
+                        "mean_s": stats.mean, "seconds": round(stats.seconds, 3),
+                        "lost": stats.lost,
+                        "percentiles_s": {f"{p:g}": v for p, v in stats.tiles.items()}}
+                       for qps, stats, passed in bound.trials]}
