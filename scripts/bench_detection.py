@@ -75,9 +75,11 @@ def main(argv=None) -> int:
     from sut.cli import resolve
 
     root = Path(args.workdir).resolve()
-    data = root / "data"
+    openimages = args.profile.startswith("retinanet")
+    # One synthetic set per layout and size: profiles can share --workdir.
+    data = root / f"{'openimages' if openimages else 'coco'}-{args.images}"
     if not data.exists():
-        write_set(data, args.images, args.profile.startswith("retinanet"))
+        write_set(data, args.images, openimages)
     flags = ["--profile", args.profile, "--backend", "null", "--model", "none",
              "--dataset-path", str(data), "--cache_dir", str(root), "--max-batchsize",
              str(args.max_batchsize), "--scenario", "Offline"]

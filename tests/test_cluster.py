@@ -112,6 +112,13 @@ def test_cluster_yaml_is_a_ray_up_config_that_installs_this_project():
                for target, source in config["file_mounts"].items())
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start, "dashboard stays on localhost"
+    # Token authentication on every node: the token is mounted, both starts demand it.
+    assert config["file_mounts"].get("/home/ubuntu/.ray/auth_token") == "~/.ray/auth_token"
+    worker_start = " ".join(config["worker_start_ray_commands"])
+    for start in (head_start, worker_start):
+        assert "RAY_AUTH_MODE=token ray start" in start
+    # onnxruntime-gpu alone: the CPU build beside it hides the CUDA provider.
+    assert any("uninstall -y onnxruntime" in command for command in config["setup_commands"])
     workers = [t for name, t in config["available_node_types"].items()
                if name != config["head_node_type"]]
     assert workers and all("InstanceType" in t["node_config"] for t in workers)
