@@ -121,10 +121,17 @@ _register(_coco("coco-1200-pt", 1200, transforms.normalize_torchvision,
 _register(_coco("coco-1200-tf", 1200, transforms.normalize_torchvision,
                 detections.ThresholdedDetections(threshold=0.05, xy_first=False,
                                                  use_inv_map=True)))
-# RetinaNet on the MLPerf OpenImages subset: x / 255, boxes in pixels of the 800 x 800 input.
+# RetinaNet on the MLPerf OpenImages subset: x / 255, boxes in pixels of the input (800 x 800
+# for MLPerf; the reference also lists 300 and 1200).
 _RETINANET_BOXES = detections.ThresholdedDetections(threshold=0.05, pixel_size=(800, 800))
 _register(_coco("openimages-800-retinanet", 800, transforms.normalize_unit,
                 _RETINANET_BOXES, layout=OPENIMAGES_MLPERF))
+_register(_coco("openimages-300-retinanet", 300, transforms.normalize_unit,
+                detections.ThresholdedDetections(threshold=0.05, pixel_size=(300, 300)),
+                layout=OPENIMAGES_MLPERF))
+_register(_coco("openimages-1200-retinanet", 1200, transforms.normalize_unit,
+                detections.ThresholdedDetections(threshold=0.05, pixel_size=(1200, 1200)),
+                layout=OPENIMAGES_MLPERF))
 _register(_coco("openimages-800-retinanet-onnx", 800, transforms.normalize_unit,
                 _RETINANET_BOXES, layout=OPENIMAGES_MLPERF, unbatched_outputs=True))
 

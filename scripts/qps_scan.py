@@ -17,6 +17,7 @@ model and no dataset it scans the embedded default. The QPS found sizes a LoadGe
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from sut.cli import EXIT_OK, main
@@ -25,6 +26,8 @@ from sut.qps_scan import ARRIVALS, DEFAULT_LATENCIES_S
 
 
 def add_scan_flags(parser: argparse.ArgumentParser) -> None:
+    parser.prog = "scripts/qps_scan.py"
+    parser.description = "The MLPerf cloud benchmark's QPS scan on the Ray SUT."
     group = parser.add_argument_group("QPS scan")
     add = group.add_argument
     add("--latencies", default=",".join(f"{s:g}" for s in DEFAULT_LATENCIES_S),
@@ -48,10 +51,11 @@ def scan_options(args: argparse.Namespace):
     try:
         latencies = tuple(float(value) for value in args.latencies.split(",") if value.strip())
     except ValueError:
-        raise ConfigError(f"--latencies {args.latencies!r}: give seconds, e.g. 0.01,0.05") from None
-    if not latencies or min(latencies) <= 0:
+        latencies = ()
+    if not latencies or not all(math.isfinite(value) and value > 0 for value in latencies):
         raise ConfigError(f"--latencies {args.latencies!r}: give positive seconds, e.g. 0.01,0.05")
-    arrivals = tuple(value.strip() for value in args.arrivals.split(",") if value.strip())
+    arrivals = tuple(dict.fromkeys(value.strip() for value in args.arrivals.split(",")
+                                   if value.strip()))
     unknown = [value for value in arrivals if value not in ARRIVALS]
     if unknown or not arrivals:
         raise ConfigError(f"--arrivals {args.arrivals!r}: choose from {', '.join(ARRIVALS)}")
@@ -59,12 +63,12 @@ def scan_options(args: argparse.Namespace):
         raise ConfigError(f"--accuracy-count {args.accuracy_count}: 0 or more")
     for flag in ("trial_seconds", "min_requests", "start_qps", "max_qps"):
         value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{flag.replace('_', '-')} {value}: must be positive")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{flag.replace('_', '-')} {value}: must be a positive number")
     if not 0 < args.percentile < 100:
         raise ConfigError(f"--percentile {args.percentile}: between 0 and 100")
     start = args.start_qps or (int(args.qps) if args.qps else 10)
-    return ScanOptions(latencies_s=latencies, arrivals=arrivals,
+    return ScanOptions(latencies_s=tuple(sorted(set(latencies))), arrivals=arrivals,
                        accuracy_count=args.accuracy_count, trial_seconds=args.trial_seconds,
                        min_requests=args.min_requests, start_qps=max(1, start),
                        max_qps=args.max_qps, percentile=args.percentile, seed=args.seed)

@@ -36,9 +36,11 @@ class CompletionLoop:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop and join; False if the thread is still running after timeout_s."""
         self._stop.set()
         self._thread.join(timeout_s)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         import ray

@@ -47,6 +47,11 @@ _register(Profile(name="resnet50-onnxruntime", model_name="resnet50", dataset="i
                   backend="onnxruntime", outputs=("ArgMax:0",)))
 _register(Profile(name="resnet50-pytorch", model_name="resnet50", dataset="imagenet_pytorch",
                   backend="pytorch-native", inputs=("image",)))
+# The reference's TVM rows: the same models compiled by apache-tvm.
+_register(Profile(name="resnet50-tvm-onnx", model_name="resnet50", dataset="imagenet",
+                  backend="tvm-onnx", outputs=("ArgMax:0",)))
+_register(Profile(name="resnet50-tvm-pytorch", model_name="resnet50",
+                  dataset="imagenet_pytorch", backend="tvm-pytorch", inputs=("image",)))
 
 # MobileNet v1 (retired from MLPerf since v0.7, still in the reference).
 _register(Profile(name="mobilenet-tf", model_name="mobilenet", dataset="imagenet_mobilenet",
@@ -81,6 +86,11 @@ _register(Profile(name="ssd-resnet34-pytorch", model_name="ssd-resnet34",
 _register(Profile(name="ssd-resnet34-onnxruntime", model_name="ssd-resnet34",
                   dataset="coco-1200-onnx", backend="onnxruntime", inputs=("image",),
                   outputs=("bboxes", "labels", "scores"), data_format="NCHW"))
+# The TF SSD-ResNet34 converted to ONNX: TF post-processing, NHWC.
+_register(Profile(name="ssd-resnet34-onnxruntime-tf", model_name="ssd-resnet34",
+                  dataset="coco-1200-tf", backend="onnxruntime", inputs=("image:0",),
+                  outputs=("detection_bboxes:0", "detection_classes:0", "detection_scores:0"),
+                  data_format="NHWC"))
 
 # RetinaNet (ResNeXt50-FPN) on the MLPerf OpenImages subset at 800 x 800.
 _register(Profile(name="retinanet-pytorch", model_name="retinanet",

@@ -54,21 +54,25 @@ class TrialStats:
     lost: int = 0  # requests not completed when the trial gave up waiting
 
     @classmethod
-    def from_times(cls, offered_qps: float, due: np.ndarray, done: np.ndarray) -> "TrialStats":
-        """due/done: absolute times per request; done is NaN where no completion came."""
+    def from_times(cls, offered_qps: float, due: np.ndarray, done: np.ndarray,
+                   percentiles: tuple[float, ...] = TILES) -> "TrialStats":
+        """due/done: absolute times per request; done is NaN where no completion came.
+        Tiles are the cloud benchmark's, plus any other `percentiles` asked for."""
+        tiles = sorted(set(TILES) | set(percentiles))
         finished = ~np.isnan(done)
         latencies = done[finished] - due[finished]
         if not len(latencies):
-            return cls(offered_qps, 0.0, float("inf"), 0.0, {p: float("inf") for p in TILES},
+            return cls(offered_qps, 0.0, float("inf"), 0.0, {p: float("inf") for p in tiles},
                        int(len(done)))
         seconds = float(np.max(done[finished]) - due[0])
         return cls(offered_qps, float(len(latencies) / seconds) if seconds > 0 else 0.0,
                    float(latencies.mean()), seconds,
-                   {p: float(np.percentile(latencies, p)) for p in TILES},
+                   {p: float(np.percentile(latencies, p)) for p in tiles},
                    int(len(done) - len(latencies)))
 
     def meets(self, bound_s: float, percentile: float = 99.0) -> bool:
-        """Every request answered, and the percentile within the bound."""
+        """Every request answered (the trial waits several bounds past the last due time, so an
+        unanswered request is far beyond the bound), and the percentile within the bound."""
         return self.lost == 0 and self.tiles[percentile] <= bound_s
 
     def line(self, name: str) -> str:
@@ -112,15 +116,17 @@ class OpenLoopTrial:
                 self._all_done.set()
 
     def run(self, issue: Callable[[np.ndarray, np.ndarray], None], offered_qps: float,
-            wait_s: float) -> TrialStats:
+            wait_s: float, percentiles: tuple[float, ...] = TILES,
+            stopped: Callable[[], bool] = lambda: False) -> TrialStats:
         """Issue on schedule, then wait up to wait_s for the last answers.
 
         `issue(response_ids, sample_indices)` receives every request that is due, in order
         (several at once when the thread woke late); response id i is request i of the schedule.
+        `stopped()` true (the run is aborting) ends the issuing and the wait.
         """
         start = self._clock()
         sent, count = 0, len(self._schedule)
-        while sent < count:
+        while sent < count and not stopped():
             now = self._clock() - start
             due = int(np.searchsorted(self._schedule, now, side="right"))
             if due > sent:
@@ -128,10 +134,11 @@ class OpenLoopTrial:
                 sent = due
             else:
                 self._sleep(min(self._schedule[sent] - now, 0.005))
-        self._all_done.wait(wait_s)
+        if sent == count:
+            self._all_done.wait(wait_s)
         with self._lock:
             done = self._done.copy()
-        return TrialStats.from_times(offered_qps, start + self._schedule, done)
+        return TrialStats.from_times(offered_qps, start + self._schedule, done, percentiles)
 
 
 @dataclass
@@ -142,12 +149,14 @@ class BoundResult:
     bound_s: float
     best_qps: int = -1  # -1: not even the lowest rate tried met the bound
     measured_latency: float | None = None  # the percentile at best_qps
+    converged: bool = True  # False: stopped by a trial limit, not by the precision
     trials: list[tuple[int, TrialStats, bool]] = field(default_factory=list)
 
 
 def find_max_qps(trial: Callable[[int], TrialStats], kind: str, bound_s: float,
                  start_qps: int, known_good: int = 0, percentile: float = 99.0,
-                 max_qps: int | None = None, max_trials: int = 14, precision: float = 0.02,
+                 max_qps: int | None = None, precision: float = 0.02,
+                 max_doublings: int = 24, max_bisections: int = 10,
                  on_trial: Callable[[int, TrialStats, bool], None] = lambda *a: None
                  ) -> BoundResult:
     """Double the rate until a trial misses the bound, then bisect between the best rate that
@@ -155,13 +164,18 @@ def find_max_qps(trial: Callable[[int], TrialStats], kind: str, bound_s: float,
 
     known_good: a rate already known to meet this bound (it met a tighter one); the search
     starts above it. max_qps: the search reports it if it is met, and tries nothing higher.
-    Rates are whole QPS, as the cloud benchmark reports them.
+    Rates are whole QPS, as the cloud benchmark reports them. A search cut short by
+    max_doublings or max_bisections says so (converged=False).
     """
     result = BoundResult(kind, bound_s)
     ceiling = max_qps or float("inf")
     low, high = max(0, known_good), None
+    if low and low >= ceiling:
+        result.best_qps = low  # already met at the ceiling under a tighter bound
+        return result
     qps = int(min(max(1, int(start_qps), 2 * low), ceiling))
-    for _ in range(max_trials):
+    doublings = bisections = 0
+    while True:
         stats = trial(qps)
         passed = stats.meets(bound_s, percentile)
         result.trials.append((qps, stats, passed))
@@ -174,6 +188,10 @@ def find_max_qps(trial: Callable[[int], TrialStats], kind: str, bound_s: float,
         if high is None:
             if qps >= ceiling:
                 break
+            if doublings == max_doublings:
+                result.converged = False
+                break
+            doublings += 1
             qps = int(min(2 * qps, ceiling))
             continue
         if high - low <= max(1, int(precision * high)):
@@ -181,6 +199,10 @@ def find_max_qps(trial: Callable[[int], TrialStats], kind: str, bound_s: float,
         qps = (low + high) // 2
         if qps < 1 or qps in (low, high):
             break
+        if bisections == max_bisections:
+            result.converged = False
+            break
+        bisections += 1
     if result.best_qps < 0 and known_good > 0:
         result.best_qps = known_good  # every higher rate failed; the tighter bound's rate holds
     return result

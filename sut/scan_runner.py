@@ -7,21 +7,22 @@
        LoadGen Server run, searching for the highest QPS that meets the bound
 
 Trials bypass LoadGen, which has no equal-spacing scenario; each trial is a fresh ledger,
-completer and dispatcher on the one worker pool, and waits for its last answer, so no backlog
-from an overloaded trial slows the next one.
+completer and dispatcher on the one worker pool. A trial waits a while for its last answers;
+what it gave up on is dropped from the queue, so no backlog slows the next trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sut import loadgen_bridge
+from sut import interrupts, loadgen_bridge
 from sut.batching import server_batch_timeout_s
 from sut.cluster import WorkerPool, check_placement, connect
 from sut.completion import CompletionLoop
@@ -34,8 +35,12 @@ from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arriv
 from sut.runner import prepare_samples, run_test
 from sut.shared_samples import SharedSamples
 
-# After its last request a trial waits this long (plus its own duration) for the answers.
-DRAIN_GRACE_S = 30.0
+log = logging.getLogger(__name__)
+
+# After its last request is due, a trial waits this many latency bounds (at least
+# MIN_WAIT_S) for the answers; a request still unanswered then is far beyond the bound.
+WAIT_BOUNDS = 10
+MIN_WAIT_S = 2.0
 MAX_TRIAL_STRETCH = 4  # a slow trial may last up to this many --trial-seconds
 
 
@@ -66,22 +71,36 @@ def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: boo
     check_placement(config)
     source = prepare_samples(config, images, show_progress)
     output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
     batch_ids = batch_id_counter()
     results: dict = {"setup": {"model": config.model, "backend": config.backend,
                                "dataset": config.dataset, "workers": config.num_workers,
                                "device": config.device, "max_batchsize": config.max_batchsize,
                                "percentile": options.percentile,
                                "trial_seconds": options.trial_seconds}}
+    bounds: list[BoundResult] = []
+
+    def save() -> None:
+        """After every bound, so a run that fails later keeps what it found."""
+        results["bounds"] = [_bound_json(bound, options.percentile) for bound in bounds]
+        results["final_result"] = final_result(bounds)
+        results["faults"] = [f"{worker} lost: {why}" for worker, why in pool.lost_workers] + [
+            f"batch {batch_id} failed on {worker}: {error.strip().splitlines()[0]}"
+            for batch_id, worker, error in pool.failures()]
+        (output / "qps_scan.json").write_text(json.dumps(results, indent=2, default=str))
+
     with WorkerPool(config) as pool:
         if options.accuracy_count:
             results["accuracy"] = _accuracy_stage(config, pool, images, source, options,
                                                   output / "accuracy", batch_ids)
-        bounds = _search_stages(config, pool, images, source, options, batch_ids)
-    results["bounds"] = [_bound_json(bound, options.percentile) for bound in bounds]
-    results["final_result"] = final_result(bounds)
+            save()
+        try:
+            _search_stages(config, pool, images, source, options, batch_ids, bounds, save)
+        finally:
+            save()
     print(f"===FINAL_RESULT: {results['final_result']}", flush=True)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "qps_scan.json").write_text(json.dumps(results, indent=2, default=str))
+    for fault in results["faults"]:
+        print(f"fault: {fault}", flush=True)
     return results
 
 
@@ -92,19 +111,21 @@ def _accuracy_stage(config, pool, images, source, options, test_dir, batch_ids) 
     settings = loadgen_bridge.build_settings(accuracy_config)
     outcome = run_test(accuracy_config, pool, settings, "accuracy", subset, source, test_dir,
                        batch_ids)
+    if interrupts.received():
+        raise KeyboardInterrupt
     if outcome.get("error"):
         raise RunFailed(f"accuracy stage: {outcome['error']}")
     return outcome.get("accuracy", {})
 
 
-def _search_stages(config, pool, images, source, options, batch_ids) -> list[BoundResult]:
+def _search_stages(config, pool, images, source, options, batch_ids, bounds, save) -> None:
+    """Every (arrival kind, bound) search, appended to `bounds`; save() after each."""
     count = min(len(images), config.performance_sample_count or 1024)
     loaded = np.arange(count, dtype=np.int64)
     pool.broadcast("set_payloads", False)
     shared = SharedSamples(pool, source, len(images))
     shared.load(loaded.tolist())
     rng = np.random.default_rng(options.seed)
-    bounds = []
     try:
         _warm_up(config, pool, batch_ids, int(loaded[0]))
         for kind in options.arrivals:
@@ -125,11 +146,14 @@ def _search_stages(config, pool, images, source, options, batch_ids) -> list[Bou
                            else f" measured_latency={result.measured_latency:.6f}")
                 print(f"===RESULT: {kind} target_latency={bound_s:g}{latency} "
                       f"qps={result.best_qps}", flush=True)
+                if not result.converged:
+                    print(f"WARNING: {kind}/{bound_s:g}: the search hit its trial limit; the "
+                          "rate is a lower bound (try --start-qps nearer the answer)", flush=True)
                 bounds.append(result)
+                save()
                 known_good = max(known_good, result.best_qps)
     finally:
         shared.unload()
-    return bounds
 
 
 @contextmanager
@@ -141,26 +165,34 @@ def _server_path(config, pool, batch_ids, complete, bound_s: float):
     dispatcher = Dispatcher("Server", config.max_batchsize, ledger, pool.send, completer,
                             pool.live_workers, batch_ids, timeout_s)
     completion = CompletionLoop(pool, completer, ledger).start()
+    unregister_interrupt = interrupts.on_interrupt(completer.abort)
     dispatcher.start()
     try:
-        yield dispatcher, completer, ledger
+        yield dispatcher, completer
     finally:
-        dispatcher.stop()
-        # A trial that gave up waiting leaves batches on the workers: let them finish, so the
-        # next trial starts on idle workers.
-        drained = ledger.wait_until_empty(DRAIN_GRACE_S * 4)
-        completion.stop()
+        unregister_interrupt()
+        try:
+            dispatcher.stop()
+        finally:
+            if ledger.outstanding_batches():
+                # What the trial gave up on: out of the queue, and its late answers ignored.
+                import ray
+
+                ray.get(pool.queue.clear.remote())
+                ledger.close_all()
+            stopped = completion.stop()
+        if interrupts.received():
+            raise KeyboardInterrupt
         if completer.aborted:
             raise RunFailed(completer.abort_reason)
-        if not drained:
-            raise RunFailed(f"{ledger.outstanding_samples()} samples still outstanding "
-                            f"{DRAIN_GRACE_S * 4:.0f} s after a trial: the workers stopped "
-                            "answering")
+        if not stopped:
+            raise RunFailed("the completion thread did not stop after a trial")
 
 
 def _warm_up(config, pool, batch_ids, sample_index: int) -> None:
-    with _server_path(config, pool, batch_ids, lambda *args: None, 0.05) as (dispatcher, _, _):
-        dispatcher.warm_up(sample_index, [1] * (4 * pool.live_workers()))
+    with _server_path(config, pool, batch_ids, lambda *args: None, 0.05) as (dispatcher, _):
+        if not dispatcher.warm_up(sample_index, [1] * (4 * pool.live_workers())):
+            log.warning("warm-up batches did not all return within 60 s")
 
 
 def _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options, rng):
@@ -172,13 +204,15 @@ def _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options, rng):
     schedule = arrival_times(kind, qps, count, rng)
     samples = rng.choice(loaded, count)
     trial = OpenLoopTrial(schedule, samples)
-    with _server_path(config, pool, batch_ids, trial.complete, bound_s) as (dispatcher, _, _):
-        return trial.run(dispatcher.issue, qps, wait_s=float(schedule[-1]) + DRAIN_GRACE_S)
+    with _server_path(config, pool, batch_ids, trial.complete, bound_s) as (dispatcher,
+                                                                             completer):
+        return trial.run(dispatcher.issue, qps, max(MIN_WAIT_S, WAIT_BOUNDS * bound_s),
+                         (options.percentile,), stopped=lambda: completer.aborted)
 
 
 def _bound_json(bound: BoundResult, percentile: float) -> dict:
     return {"arrival": bound.kind, "latency_bound_s": bound.bound_s, "qps": bound.best_qps,
-            f"p{percentile:g}_latency_s": bound.measured_latency,
+            f"p{percentile:g}_latency_s": bound.measured_latency, "converged": bound.converged,
             "trials": [{"qps": qps, "met_bound": passed, "achieved_qps": round(stats.qps, 3),
                         "mean_s": stats.mean, "seconds": round(stats.seconds, 3),
                         "lost": stats.lost,

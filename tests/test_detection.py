@@ -380,6 +380,16 @@ def test_per_image_dicts_from_pytorch_become_records():
     assert payloads.sample(1) == b""  # no detection: an empty answer, still an answer
 
 
+@pytest.mark.parametrize("size", [300, 800, 1200])
+def test_retinanet_sets_scale_pixel_boxes_by_their_own_input_size(size):
+    spec = get_dataset(f"openimages-{size}-retinanet")
+    assert spec.sample_shape("NCHW") == (3, size, size)
+    boxes = np.array([[[0.1, 0.2, 0.5, 1.0], [0.0, 0.0, 1.0, 1.0]]], np.float32) * size
+    outputs = [boxes, np.array([[7, 3]]), np.array([[0.9, 0.01]], np.float32)]
+    records = np.frombuffer(spec.postprocess(outputs, np.array([4])).sample(0), np.float32)
+    assert records.tolist() == pytest.approx([4, 0.2, 0.1, 1.0, 0.5, 0.9, 7])  # 0.01 < 0.05
+
+
 def test_the_detection_benchmark_script_runs(tmp_path, ray_address):
     """scripts/bench_detection.py end to end, tiny and short: it must not rot unnoticed."""
     done = subprocess.run(

@@ -142,6 +142,15 @@ def test_a_second_answer_to_a_request_is_ignored():
     assert stats.mean == pytest.approx(0.6) and stats.tiles[50.0] == pytest.approx(0.6)
 
 
+def test_a_trial_stops_issuing_when_the_run_aborts():
+    server = SimulatedServer(service_s=0.001)
+    schedule = arrival_times("linear", 100.0, 50, np.random.default_rng(0))
+    server.trial = OpenLoopTrial(schedule, np.zeros(50, np.int64), server.clock, server.sleep)
+    stats = server.trial.run(server.issue, 100.0, wait_s=60.0,
+                             stopped=lambda: len(server.issued) >= 10)
+    assert len(server.issued) == 10 and stats.lost == 40 and not stats.meets(1.0)
+
+
 # -- the search -----------------------------------------------------------------------------
 def capacity_trial(capacity: int, calls: list):
     """A trial that meets any bound up to `capacity` QPS and misses it beyond."""
@@ -154,14 +163,34 @@ def capacity_trial(capacity: int, calls: list):
     return trial
 
 
-@pytest.mark.parametrize("capacity", [1, 7, 137, 5000])
+@pytest.mark.parametrize("capacity", [1, 7, 137, 5000, 40_000, 300_000])
 def test_the_search_finds_the_capacity_to_within_its_precision(capacity):
     calls: list[int] = []
     result = find_max_qps(capacity_trial(capacity, calls), "linear", 0.01, start_qps=10)
     assert 0 <= capacity - result.best_qps <= max(1, 0.02 * capacity)
-    assert result.measured_latency == 0.001
-    assert len(calls) == len(set(calls)) and len(calls) <= 14
+    assert result.converged and result.measured_latency == 0.001
+    assert len(calls) == len(set(calls))
     assert [qps for qps, _, _ in result.trials] == calls
+
+
+def test_a_search_cut_short_says_so():
+    result = find_max_qps(capacity_trial(5000, []), "linear", 0.01, start_qps=10,
+                          max_bisections=1)
+    assert not result.converged and 0 < result.best_qps < 5000 * 0.98
+    assert not find_max_qps(capacity_trial(10**9, []), "linear", 0.01, start_qps=10,
+                            max_doublings=3).converged
+
+
+def test_the_search_checks_any_percentile():
+    """--percentile 97 is not one of the printed tiles: it is computed all the same."""
+    due = np.arange(100) * 0.01
+    done = due + np.linspace(0.001, 0.1, 100)
+    stats = TrialStats.from_times(100.0, due, done, percentiles=(97.0,))
+    assert set(TILES) < set(stats.tiles) and 97.0 in stats.tiles
+    assert stats.meets(0.0975, 97.0) and not stats.meets(0.0975, 99.0)
+    result = find_max_qps(lambda qps: stats, "linear", 0.0975, start_qps=10, percentile=97.0,
+                          max_qps=20)
+    assert result.best_qps == 20 and result.measured_latency == stats.tiles[97.0]
 
 
 def test_the_search_reports_minus_one_when_nothing_meets_the_bound():
@@ -185,6 +214,10 @@ def test_the_search_stops_at_max_qps():
     result = find_max_qps(capacity_trial(10**6, calls), "linear", 0.1, start_qps=10,
                           max_qps=100)
     assert calls == [10, 20, 40, 80, 100] and result.best_qps == 100
+    calls.clear()  # a looser bound after a tighter one met the ceiling: nothing to try
+    assert find_max_qps(capacity_trial(10**6, calls), "linear", 0.2, start_qps=10,
+                        known_good=100, max_qps=100).best_qps == 100
+    assert calls == []
 
 
 def test_final_result_has_the_cloud_benchmarks_shape():
@@ -213,22 +246,55 @@ def test_scan_checks_accuracy_then_finds_rates_on_the_workers(
     done, output = run_scan_script(
         tmp_path, ray_address, cache_dir, "--profile", "resnet50-onnxruntime",
         "--model", str(model), "--dataset-path", str(known_set.dataset_path),
-        "--accuracy-count", "10", "--latencies", "1,2", "--trial-seconds", "0.5",
+        "--accuracy-count", "10", "--latencies", "4,2,2", "--trial-seconds", "0.5",
         "--min-requests", "10", "--start-qps", "20", "--max-qps", "40")
     assert done.returncode == 0, done.stderr[-3000:]
     # Stage 1: the known-answer model is right on every one of the first 10 images only.
     assert "accuracy=100.000%, good=10, total=10" in done.stdout
-    assert "linear/1/20 qps=" in done.stdout and "exponential/1/20 qps=" in done.stdout
+    assert "linear/2/20 qps=" in done.stdout and "exponential/2/20 qps=" in done.stdout
     final = [line for line in done.stdout.splitlines() if line.startswith("===FINAL_RESULT: ")]
     assert len(final) == 1
     results = json.loads((output / "qps_scan.json").read_text())
     assert results["accuracy"]["good"] == results["accuracy"]["total"] == 10
     assert str(results["final_result"]) == final[0].removeprefix("===FINAL_RESULT: ")
     assert set(results["final_result"]) == {"linear", "exponential"}
-    for bound in results["bounds"]:
-        # A 1 s bound at 20-40 QPS for a tiny model: met, and the search stopped at --max-qps.
-        assert bound["qps"] == 40, bound
-        assert all(trial["lost"] == 0 for trial in bound["trials"])
+    # Bounds sorted and de-duplicated; a 2 s bound at 20-40 QPS for a tiny model is met (the
+    # search stops at --max-qps), and the 4 s bound starts from there.
+    assert [(b["arrival"], b["latency_bound_s"]) for b in results["bounds"]] == [
+        ("linear", 2.0), ("linear", 4.0), ("exponential", 2.0), ("exponential", 4.0)]
+    for tight, loose in (results["bounds"][0:2], results["bounds"][2:4]):
+        met = [trial for trial in tight["trials"] if trial["met_bound"]]
+        assert met and tight["qps"] == max(trial["qps"] for trial in met) >= 20
+        assert all(trial["lost"] == 0 and trial["percentiles_s"]["99"] <= 2.0 for trial in met)
+        assert loose["qps"] >= tight["qps"]
+    assert results["faults"] == []
+
+
+def test_scan_flags_are_checked_with_a_message_that_names_them():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import qps_scan
+    from sut.cli import build_parser
+    from sut.errors import ConfigError
+
+    parser = build_parser()
+    qps_scan.add_scan_flags(parser)
+
+    def options(*argv):
+        return qps_scan.scan_options(parser.parse_args(list(argv)))
+
+    assert options("--latencies", "0.2,0.05,0.2").latencies_s == (0.05, 0.2)
+    assert options("--arrivals", "exponential,linear,linear").arrivals == (
+        "exponential", "linear")
+    assert options("--qps", "300").start_qps == 300
+    for argv, flag in ((("--latencies", "nan"), "--latencies"),
+                       (("--latencies", "0.1,-1"), "--latencies"),
+                       (("--latencies", "fast"), "--latencies"),
+                       (("--trial-seconds", "inf"), "--trial-seconds"),
+                       (("--max-qps", "0"), "--max-qps"),
+                       (("--percentile", "100"), "--percentile"),
+                       (("--accuracy-count", "-1"), "--accuracy-count")):
+        with pytest.raises(ConfigError, match=flag):
+            options(*argv)
 
 
 def test_scan_refuses_a_bad_flag_before_anything_starts(tmp_path, ray_address, cache_dir,
