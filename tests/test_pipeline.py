@@ -7,9 +7,14 @@ batching, result order and every single sample were right.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
-from conftest import assert_each_sample_once
+from conftest import REPO, assert_each_sample_once
 
 SCENARIOS = ["Offline", "Server", "SingleStream", "MultiStream"]
 
@@ -150,3 +155,22 @@ def _cached_files(cache_dir, dataset, name):
     for manifest in cache_dir.glob("ray-sut/preprocessed/imagenet/NCHW/*/manifest.json"):
         if json.loads(manifest.read_text())["images"] == str(dataset.resolve()):
             yield manifest.parent / (name + ".npy")
+
+
+def test_run_local_sh_launches_like_the_reference(tmp_path, ray_address, cache_dir, known_set,
+                                                  model_dir, short_user_conf):
+    """MODEL_DIR/DATA_DIR/EXTRA_OPS and `backend model device`, as the reference's script."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "resnet50_v1.onnx").symlink_to(known_set.model(model_dir, "vgg", "NCHW"))
+    env = dict(os.environ, MODEL_DIR=str(models), DATA_DIR=str(known_set.dataset_path),
+               PYTHON=sys.executable, EXTRA_OPS=f"--address {ray_address} --cache_dir {cache_dir}",
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
+    done = subprocess.run([str(REPO / "scripts" / "run_local.sh"), "onnxruntime", "resnet50",
+                           "cpu", "--scenario", "Offline", "--accuracy", "--user_conf",
+                           str(short_user_conf)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in done.stdout
+    results = tmp_path / "output" / "onnxruntime-cpu" / "resnet50" / "results.json"
+    assert json.loads(results.read_text())["setup"]["profile"] == "resnet50-onnxruntime"

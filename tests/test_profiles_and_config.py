@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -105,3 +106,38 @@ def test_retired_models_get_their_old_mlperf_conf_rules(tmp_path, user_lines, ex
                           cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == expected.split()
+
+
+# -- scripts/run_local.sh: the reference's launcher -------------------------------------------
+def test_run_local_maps_the_reference_words_to_a_profile_a_model_file_and_the_flags():
+    from sut.run_local import LAUNCHES, sut_argv
+
+    env = {"MODEL_DIR": "/m", "DATA_DIR": "/d", "EXTRA_OPS": "--time 60 --qps 200"}
+    assert sut_argv(["onnxruntime", "resnet50", "gpu", "--scenario", "Server"], env) == [
+        "--profile", "resnet50-onnxruntime", "--model", "/m/resnet50_v1.onnx",
+        "--dataset-path", "/d", "--output", "output/onnxruntime-gpu/resnet50",
+        "--gpus", "1", "--time", "60", "--qps", "200", "--scenario", "Server"]
+    # The reference's defaults (tf, resnet50, cpu); a TFLite file runs under the TF profile.
+    assert sut_argv([], {"MODEL_DIR": "/m", "DATA_DIR": "/d"})[:4] == [
+        "--profile", "resnet50-tf", "--model", "/m/resnet50_v1.pb"]
+    argv = sut_argv(["tflite", "mobilenet"], {"MODEL_DIR": "/m", "DATA_DIR": "/d",
+                                              "OUTPUT_DIR": "/o", "GPUS": "4"})
+    assert argv[argv.index("--backend") + 1] == "tflite" and "/o" in argv
+    assert "--gpus" not in argv
+    for launch in LAUNCHES.values():  # every row names a real profile and backend
+        assert launch.profile in PROFILES
+        assert launch.backend is None or launch.backend in BACKENDS
+
+
+@pytest.mark.parametrize("words, env, message", [
+    (["resnet50"], {"DATA_DIR": "/d"}, "$MODEL_DIR is not set"),
+    (["resnet50"], {"MODEL_DIR": "/m"}, "$DATA_DIR is not set"),
+    (["tflite", "retinanet"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"},
+     "no tflite launch for retinanet; it runs with: onnxruntime, pytorch"),
+    (["tpu"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"}, "'tpu' is no backend, model or device"),
+])
+def test_run_local_refuses_what_it_cannot_launch(words, env, message):
+    from sut.run_local import sut_argv
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        sut_argv(words, env)

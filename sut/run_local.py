@@ -1,0 +1,108 @@
+"""`scripts/run_local.sh backend model device [flags]`: the reference's launcher, on this SUT.
+
+MLPerf submitters type `./run_local.sh onnxruntime resnet50 gpu --scenario Server` by habit.
+As in the reference, the model file is looked up by name in $MODEL_DIR, the images are
+$DATA_DIR, the output goes to $OUTPUT_DIR (default output/<backend>-<device>/<model>), and
+$EXTRA_OPS and every further flag are passed on, here to `python -m sut`. `gpu` places one
+worker per GPU: $GPUS of them (default 1).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Mapping
+
+from sut.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Launch:
+    model_file: str  # in $MODEL_DIR, named as the reference's downloads are
+    profile: str
+    backend: str | None = None  # where the profile's own backend is not the one asked for
+
+
+# (model word, backend word) -> what runs; the reference's run_common.sh, row by row.
+LAUNCHES: dict[tuple[str, str], Launch] = {
+    ("resnet50", "tf"): Launch("resnet50_v1.pb", "resnet50-tf"),
+    ("resnet50", "onnxruntime"): Launch("resnet50_v1.onnx", "resnet50-onnxruntime"),
+    ("resnet50", "pytorch"): Launch("resnet50-19c8e357.pth", "resnet50-pytorch"),
+    ("resnet50", "tflite"): Launch("resnet50_v1.tflite", "resnet50-tf", "tflite"),
+    ("resnet50", "tvm-onnx"): Launch("resnet50_v1.onnx", "resnet50-tvm-onnx"),
+    # TVM 0.27 reads torch.export programs, not the int8 TorchScript the reference compiles.
+    ("resnet50", "tvm-pytorch"): Launch("resnet50_v1.pt2", "resnet50-tvm-pytorch"),
+    ("mobilenet", "tf"): Launch("mobilenet_v1_1.0_224_frozen.pb", "mobilenet-tf"),
+    ("mobilenet", "onnxruntime"): Launch("mobilenet_v1_1.0_224.onnx", "mobilenet-onnxruntime"),
+    ("mobilenet", "tflite"): Launch("mobilenet_v1_1.0_224.tflite", "mobilenet-tf", "tflite"),
+    ("ssd-mobilenet", "tf"): Launch("ssd_mobilenet_v1_coco_2018_01_28.pb", "ssd-mobilenet-tf"),
+    ("ssd-mobilenet", "onnxruntime"): Launch("ssd_mobilenet_v1_coco_2018_01_28.onnx",
+                                             "ssd-mobilenet-onnxruntime"),
+    ("ssd-resnet34", "tf"): Launch("resnet34_tf.22.1.pb", "ssd-resnet34-tf"),
+    ("ssd-resnet34", "onnxruntime"): Launch("resnet34-ssd1200.onnx", "ssd-resnet34-onnxruntime"),
+    ("ssd-resnet34-tf", "onnxruntime"): Launch("ssd_resnet34_mAP_20.2.onnx",
+                                               "ssd-resnet34-onnxruntime-tf"),
+    ("ssd-resnet34", "pytorch"): Launch("resnet34-ssd1200.pytorch", "ssd-resnet34-pytorch"),
+    ("retinanet", "onnxruntime"): Launch("resnext50_32x4d_fpn.onnx", "retinanet-onnxruntime"),
+    ("retinanet", "pytorch"): Launch("resnext50_32x4d_fpn.pth", "retinanet-pytorch"),
+}
+BACKEND_WORDS = ("tf", "onnxruntime", "pytorch", "tflite", "tvm-onnx", "tvm-pytorch")
+MODEL_WORDS = ("resnet50", "mobilenet", "ssd-mobilenet", "ssd-resnet34", "ssd-resnet34-tf",
+               "retinanet")
+DEVICE_WORDS = ("cpu", "gpu")
+USAGE = (f"usage: scripts/run_local.sh {'|'.join(BACKEND_WORDS)} "
+         f"[{'|'.join(MODEL_WORDS)}] [cpu|gpu] [flags of python -m sut]")
+
+
+def sut_argv(words: list[str], env: Mapping[str, str]) -> list[str]:
+    """The launcher's words and environment -> the `python -m sut` command line."""
+    backend, model, device = "tf", "resnet50", "cpu"  # the reference's defaults
+    position = 0
+    while position < len(words) and not words[position].startswith("-"):
+        word = words[position]
+        if word in BACKEND_WORDS:
+            backend = word
+        elif word in MODEL_WORDS:
+            model = word
+        elif word in DEVICE_WORDS:
+            device = word
+        else:
+            raise ConfigError(f"{word!r} is no backend, model or device here. {USAGE}")
+        position += 1
+    for variable in ("MODEL_DIR", "DATA_DIR"):
+        if not env.get(variable):
+            raise ConfigError(f"${variable} is not set: export {variable}=<folder of the "
+                              f"{'model files' if variable == 'MODEL_DIR' else 'images'}>. "
+                              f"{USAGE}")
+    launch = LAUNCHES.get((model, backend))
+    if launch is None:
+        known = sorted(b for m, b in LAUNCHES if m == model)
+        raise ConfigError(f"no {backend} launch for {model}; it runs with: {', '.join(known)}")
+    argv = ["--profile", launch.profile, "--model", f"{env['MODEL_DIR']}/{launch.model_file}",
+            "--dataset-path", env["DATA_DIR"],
+            "--output", env.get("OUTPUT_DIR") or f"output/{backend}-{device}/{model}"]
+    if launch.backend:
+        argv += ["--backend", launch.backend]
+    if device == "gpu":
+        argv += ["--gpus", env.get("GPUS") or "1"]
+    return argv + shlex.split(env.get("EXTRA_OPS", "")) + words[position:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from sut.cli import EXIT_BAD_INPUT
+    from sut.cli import main as sut_main
+
+    try:
+        command = sut_argv(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("python -m sut " + shlex.join(command), flush=True)
+    return sut_main(command, handle_signals=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
