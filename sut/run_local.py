@@ -4,7 +4,7 @@ MLPerf submitters type `./run_local.sh onnxruntime resnet50 gpu --scenario Serve
 As in the reference, the model file is looked up by name in $MODEL_DIR, the images are
 $DATA_DIR, the output goes to $OUTPUT_DIR (default output/<backend>-<device>/<model>), and
 $EXTRA_OPS and every further flag are passed on, here to `python -m sut`. `gpu` places one
-worker per GPU: $GPUS of them (default 1).
+worker per GPU: $GPUS of them (default 1). Mistakes are refused before anything starts, exit 2.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ LAUNCHES: dict[tuple[str, str], Launch] = {
     ("resnet50", "pytorch"): Launch("resnet50-19c8e357.pth", "resnet50-pytorch"),
     ("resnet50", "tflite"): Launch("resnet50_v1.tflite", "resnet50-tf", "tflite"),
     ("resnet50", "tvm-onnx"): Launch("resnet50_v1.onnx", "resnet50-tvm-onnx"),
-    # TVM 0.27 reads torch.export programs, not the int8 TorchScript the reference compiles.
-    ("resnet50", "tvm-pytorch"): Launch("resnet50_v1.pt2", "resnet50-tvm-pytorch"),
+    # TVM 0.27 reads torch.export programs, not the int8 TorchScript the reference compiles:
+    # the torchvision-named weights exported (README, "Real MLPerf models").
+    ("resnet50", "tvm-pytorch"): Launch("resnet50-19c8e357.pt2", "resnet50-tvm-pytorch"),
     ("mobilenet", "tf"): Launch("mobilenet_v1_1.0_224_frozen.pb", "mobilenet-tf"),
     ("mobilenet", "onnxruntime"): Launch("mobilenet_v1_1.0_224.onnx", "mobilenet-onnxruntime"),
     ("mobilenet", "tflite"): Launch("mobilenet_v1_1.0_224.tflite", "mobilenet-tf", "tflite"),
@@ -43,16 +44,30 @@ LAUNCHES: dict[tuple[str, str], Launch] = {
     ("ssd-resnet34", "onnxruntime"): Launch("resnet34-ssd1200.onnx", "ssd-resnet34-onnxruntime"),
     ("ssd-resnet34-tf", "onnxruntime"): Launch("ssd_resnet34_mAP_20.2.onnx",
                                                "ssd-resnet34-onnxruntime-tf"),
-    ("ssd-resnet34", "pytorch"): Launch("resnet34-ssd1200.pytorch", "ssd-resnet34-pytorch"),
     ("retinanet", "onnxruntime"): Launch("resnext50_32x4d_fpn.onnx", "retinanet-onnxruntime"),
-    ("retinanet", "pytorch"): Launch("resnext50_32x4d_fpn.pth", "retinanet-pytorch"),
+}
+_PICKLED = ("the reference's {file} is a pickled module that needs the reference's model code; "
+            "export it to TorchScript or torch.export (.pt2) and run python -m sut --profile "
+            "{profile} --model <that file>")
+# Reference rows whose files this harness cannot read, and why.
+NOT_LAUNCHED: dict[tuple[str, str], str] = {
+    ("ssd-resnet34", "pytorch"): _PICKLED.format(file="resnet34-ssd1200.pytorch",
+                                                 profile="ssd-resnet34-pytorch"),
+    ("retinanet", "pytorch"): _PICKLED.format(file="resnext50_32x4d_fpn.pth",
+                                              profile="retinanet-pytorch"),
+    ("mobilenet", "pytorch"): "the reference runs the MobileNet ONNX file through onnx2pytorch; "
+                              "run that file with onnxruntime",
 }
 BACKEND_WORDS = ("tf", "onnxruntime", "pytorch", "tflite", "tvm-onnx", "tvm-pytorch")
+OTHER_REFERENCE_WORDS = ("tvm-tflite", "ncnn", "tpu", "rocm")  # no counterpart here
 MODEL_WORDS = ("resnet50", "mobilenet", "ssd-mobilenet", "ssd-resnet34", "ssd-resnet34-tf",
                "retinanet")
 DEVICE_WORDS = ("cpu", "gpu")
 USAGE = (f"usage: scripts/run_local.sh {'|'.join(BACKEND_WORDS)} "
          f"[{'|'.join(MODEL_WORDS)}] [cpu|gpu] [flags of python -m sut]")
+
+
+LAUNCHER_WORDS = frozenset(BACKEND_WORDS + MODEL_WORDS + DEVICE_WORDS + OTHER_REFERENCE_WORDS)
 
 
 def sut_argv(words: list[str], env: Mapping[str, str]) -> list[str]:
@@ -67,26 +82,52 @@ def sut_argv(words: list[str], env: Mapping[str, str]) -> list[str]:
             model = word
         elif word in DEVICE_WORDS:
             device = word
+        elif word in OTHER_REFERENCE_WORDS:
+            raise ConfigError(f"{word!r}: the reference has it, this SUT does not. {USAGE}")
         else:
             raise ConfigError(f"{word!r} is no backend, model or device here. {USAGE}")
         position += 1
+    flags = words[position:]
+    _refuse_words_among_flags(flags)
     for variable in ("MODEL_DIR", "DATA_DIR"):
         if not env.get(variable):
             raise ConfigError(f"${variable} is not set: export {variable}=<folder of the "
                               f"{'model files' if variable == 'MODEL_DIR' else 'images'}>. "
                               f"{USAGE}")
+    if (model, backend) in NOT_LAUNCHED:
+        raise ConfigError(f"{model} on {backend}: {NOT_LAUNCHED[model, backend]}")
     launch = LAUNCHES.get((model, backend))
     if launch is None:
         known = sorted(b for m, b in LAUNCHES if m == model)
         raise ConfigError(f"no {backend} launch for {model}; it runs with: {', '.join(known)}")
+    gpus = env.get("GPUS") or "1"
+    if device == "gpu" and not (gpus.isdigit() and int(gpus) > 0):
+        raise ConfigError(f"$GPUS {gpus!r}: the number of GPUs, 1 or more")
+    try:
+        extra = shlex.split(env.get("EXTRA_OPS", ""))
+    except ValueError as error:
+        raise ConfigError(f"$EXTRA_OPS {env['EXTRA_OPS']!r}: {error}") from None
     argv = ["--profile", launch.profile, "--model", f"{env['MODEL_DIR']}/{launch.model_file}",
             "--dataset-path", env["DATA_DIR"],
             "--output", env.get("OUTPUT_DIR") or f"output/{backend}-{device}/{model}"]
     if launch.backend:
         argv += ["--backend", launch.backend]
     if device == "gpu":
-        argv += ["--gpus", env.get("GPUS") or "1"]
-    return argv + shlex.split(env.get("EXTRA_OPS", "")) + words[position:]
+        argv += ["--gpus", gpus, "--device", "gpu"]
+    return argv + extra + flags
+
+
+def _refuse_words_among_flags(flags: list[str]) -> None:
+    """`run_local.sh --accuracy onnxruntime ...` would quietly run the defaults: the words must
+    come first. A word that is the value of a flag (`--device gpu`) is fine."""
+    from sut.cli import build_parser
+
+    takes_value = {option for action in build_parser()._actions if action.nargs != 0
+                   for option in action.option_strings}
+    for index, word in enumerate(flags):
+        if word in LAUNCHER_WORDS and not (index and flags[index - 1] in takes_value):
+            raise ConfigError(f"{word!r} after the flags: put backend, model and device first. "
+                              f"{USAGE}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     from sut.cli import EXIT_BAD_INPUT
     from sut.cli import main as sut_main
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"{USAGE}\n{__doc__}")
+        return 0
     try:
-        command = sut_argv(sys.argv[1:] if argv is None else argv, os.environ)
+        command = sut_argv(argv, os.environ)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -116,7 +116,7 @@ def test_run_local_maps_the_reference_words_to_a_profile_a_model_file_and_the_fl
     assert sut_argv(["onnxruntime", "resnet50", "gpu", "--scenario", "Server"], env) == [
         "--profile", "resnet50-onnxruntime", "--model", "/m/resnet50_v1.onnx",
         "--dataset-path", "/d", "--output", "output/onnxruntime-gpu/resnet50",
-        "--gpus", "1", "--time", "60", "--qps", "200", "--scenario", "Server"]
+        "--gpus", "1", "--device", "gpu", "--time", "60", "--qps", "200", "--scenario", "Server"]
     # The reference's defaults (tf, resnet50, cpu); a TFLite file runs under the TF profile.
     assert sut_argv([], {"MODEL_DIR": "/m", "DATA_DIR": "/d"})[:4] == [
         "--profile", "resnet50-tf", "--model", "/m/resnet50_v1.pb"]
@@ -124,6 +124,10 @@ def test_run_local_maps_the_reference_words_to_a_profile_a_model_file_and_the_fl
                                               "OUTPUT_DIR": "/o", "GPUS": "4"})
     assert argv[argv.index("--backend") + 1] == "tflite" and "/o" in argv
     assert "--gpus" not in argv
+    # A launcher word as the value of a flag is a value, not a misplaced word.
+    assert sut_argv(["onnxruntime", "--device", "gpu", "--model-name", "resnet50"],
+                    {"MODEL_DIR": "/m", "DATA_DIR": "/d"})[-4:] == [
+        "--device", "gpu", "--model-name", "resnet50"]
     for launch in LAUNCHES.values():  # every row names a real profile and backend
         assert launch.profile in PROFILES
         assert launch.backend is None or launch.backend in BACKENDS
@@ -133,8 +137,16 @@ def test_run_local_maps_the_reference_words_to_a_profile_a_model_file_and_the_fl
     (["resnet50"], {"DATA_DIR": "/d"}, "$MODEL_DIR is not set"),
     (["resnet50"], {"MODEL_DIR": "/m"}, "$DATA_DIR is not set"),
     (["tflite", "retinanet"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"},
-     "no tflite launch for retinanet; it runs with: onnxruntime, pytorch"),
-    (["tpu"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"}, "'tpu' is no backend, model or device"),
+     "no tflite launch for retinanet; it runs with: onnxruntime"),
+    (["pytorch", "retinanet"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"},
+     "resnext50_32x4d_fpn.pth is a pickled module"),
+    (["tpu"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"}, "'tpu': the reference has it"),
+    (["resnet5"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"}, "'resnet5' is no backend, model or"),
+    (["--accuracy", "onnxruntime"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"},
+     "'onnxruntime' after the flags: put backend, model and device first"),
+    (["gpu"], {"MODEL_DIR": "/m", "DATA_DIR": "/d", "GPUS": "0"}, "$GPUS '0'"),
+    ([], {"MODEL_DIR": "/m", "DATA_DIR": "/d", "EXTRA_OPS": "--output 'a b"},
+     "$EXTRA_OPS \"--output 'a b\": No closing quotation"),
 ])
 def test_run_local_refuses_what_it_cannot_launch(words, env, message):
     from sut.run_local import sut_argv
