@@ -174,3 +174,15 @@ def test_run_local_sh_launches_like_the_reference(tmp_path, ray_address, cache_d
     assert "accuracy=100.000%, good=16, total=16" in done.stdout
     results = tmp_path / "output" / "onnxruntime-cpu" / "resnet50" / "results.json"
     assert json.loads(results.read_text())["setup"]["profile"] == "resnet50-onnxruntime"
+
+
+def test_find_peak_performance_runs_loadgens_search_to_the_end(run_known):
+    """LoadGen's FindPeakPerformance runs many Server tests inside one StartTest: loads,
+    warm-ups and completions must hold across them."""
+    run = run_known("Server", "--find-peak-performance", "--backend", "null", "--qps", "100",
+                    "--max-latency", "0.05", model="none")
+    assert run.returncode == 0, run.stderr[-3000:]
+    test = run.results()["tests"][0]
+    assert test["mode"] == "find_peak" and test["result"] in ("VALID", "INVALID")
+    assert test["value"] >= 100  # the search starts at --qps and only moves up from a pass
+    assert "Server find_peak:" in run.stdout
