@@ -37,7 +37,8 @@ def add_scan_flags(parser: argparse.ArgumentParser) -> None:
     add("--accuracy-count", type=int, default=500,
         help="images checked for accuracy first (0: skip; default %(default)s)")
     add("--trial-seconds", type=float, default=5.0, help="length of one trial (default 5)")
-    add("--min-requests", type=int, default=100, help="requests per trial at least (default 100)")
+    add("--min-requests", type=int, default=100,
+        help="requests per trial at least, within 4 trial lengths (default 100)")
     add("--start-qps", type=int, help="first rate tried (default --qps, else 10)")
     add("--max-qps", type=int, help="highest rate tried (default: no limit)")
     add("--percentile", type=float, default=99.0, help="latency percentile (default 99)")
