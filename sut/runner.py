@@ -61,7 +61,8 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
         settings = loadgen_bridge.build_settings(config)
         for mode in config.modes:
             test_dir = output if len(config.modes) == 1 else output / mode
-            outcome = run_test(config, pool, settings, mode, images, source, test_dir, batch_ids)
+            outcome = run_test(config, pool, settings, mode, images, source, test_dir, batch_ids,
+                               show_progress)
             results["tests"].append(outcome)
             if outcome.get("error"):
                 break
@@ -81,9 +82,16 @@ def _setup(config: RunConfig) -> dict:
 
 
 def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: ImageList,
-             source: SampleSource, test_dir: Path, batch_ids) -> dict:
+             source: SampleSource, test_dir: Path, batch_ids, show_progress: bool = True) -> dict:
     ledger = CompletionLedger()
-    completer = Completer(ledger, loadgen_bridge.complete_samples, pool.send)
+    progress = _progress_bar(f"{config.scenario} {mode}",
+                             len(images) if mode == "accuracy" else None, show_progress)
+
+    def complete(batch, payload_data, payload_offsets) -> None:
+        loadgen_bridge.complete_samples(batch, payload_data, payload_offsets)
+        progress.update(len(batch))
+
+    completer = Completer(ledger, complete, pool.send)
     timeout_s = config.server_batch_timeout_s or server_batch_timeout_s(
         settings.server_target_latency_ns)
     dispatcher = Dispatcher(config.scenario, config.max_batchsize, ledger, pool.send, completer,
@@ -121,6 +129,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         dispatcher.stop()
         completion.stop()
         shared.unload()
+        progress.close()
     outcome = summarize_test(config.scenario, mode, test_dir)
     outcome["wall_seconds"] = round(time.monotonic() - started, 3)
     outcome["retried_batches"] = completer.retried_batches
@@ -136,6 +145,15 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     elif mode == "accuracy":
         outcome["accuracy"] = score_test(config, images, test_dir)
     return outcome
+
+
+def _progress_bar(description: str, total: int | None, enabled: bool):
+    """Samples answered so far: out of the set for an accuracy run (its length is known), a
+    running count for a performance run (LoadGen decides how many)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="sample", disable=not enabled,
+                mininterval=0.5, dynamic_ncols=True)
 
 
 def _never_raise(name: str, function, completer: Completer):

@@ -26,6 +26,7 @@ def test_known_answer_scores_100_percent_in_every_scenario(
     assert run.returncode == 0, run.stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in run.stdout
     assert_each_sample_once(run.accuracy_log(), 16)
+    assert f"{scenario} accuracy: 100%" in run.stderr and "16/16" in run.stderr  # progress bar
     accuracy = run.results()["tests"][0]["accuracy"]
     assert (accuracy["good"], accuracy["total"]) == (16, 16)
 
