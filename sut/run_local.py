@@ -63,11 +63,9 @@ OTHER_REFERENCE_WORDS = ("tvm-tflite", "ncnn", "tpu", "rocm")  # no counterpart 
 MODEL_WORDS = ("resnet50", "mobilenet", "ssd-mobilenet", "ssd-resnet34", "ssd-resnet34-tf",
                "retinanet")
 DEVICE_WORDS = ("cpu", "gpu")
+LAUNCHER_WORDS = frozenset(BACKEND_WORDS + MODEL_WORDS + DEVICE_WORDS + OTHER_REFERENCE_WORDS)
 USAGE = (f"usage: scripts/run_local.sh {'|'.join(BACKEND_WORDS)} "
          f"[{'|'.join(MODEL_WORDS)}] [cpu|gpu] [flags of python -m sut]")
-
-
-LAUNCHER_WORDS = frozenset(BACKEND_WORDS + MODEL_WORDS + DEVICE_WORDS + OTHER_REFERENCE_WORDS)
 
 
 def sut_argv(words: list[str], env: Mapping[str, str]) -> list[str]:
