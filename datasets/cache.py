@@ -30,6 +30,7 @@ import numpy as np
 from datasets.imagenet import ImageList
 from datasets.registry import DatasetSpec, get_dataset
 from sut.errors import ConfigError
+from sut.progress import progress_bar
 
 # A task returns at most this much (3 float32 1200x1200 images) and at most 32 images (ImageNet).
 _BYTES_PER_TASK = 64 << 20
@@ -112,7 +113,8 @@ def ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
     sample_bytes = int(np.prod(spec.sample_shape(layout))) * np.dtype(spec.stored_dtype).itemsize
     per_task = max(1, min(32, _BYTES_PER_TASK // sample_bytes))
     chunks = [todo[start:start + per_task] for start in range(0, len(todo), per_task)]
-    progress = _progress(len(todo), f"pre-processing {spec.name} ({layout})", show_progress)
+    progress = progress_bar(len(todo), f"pre-processing {spec.name} ({layout})", "img",
+                            show_progress)
     try:
         if use_ray:
             _run_chunks_on_ray(chunks, images, spec, layout, folder, progress)
@@ -148,13 +150,6 @@ def _run_chunks_on_ray(chunks, images, spec, layout, folder, progress) -> None:
         if isinstance(error.cause, ConfigError):  # the task's own message, without Ray's dress
             raise ConfigError(str(error.cause)) from None
         raise
-
-
-def _progress(total: int, description: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="img", disable=not enabled,
-                mininterval=0.5, dynamic_ncols=True)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from sut.completion import CompletionLoop
 from sut.config import RunConfig
 from sut.dispatch import Completer, Dispatcher, batch_id_counter
 from sut.ledger import CompletionLedger
+from sut.progress import progress_bar
 from sut.report import format_summary, summarize_test, write_results
 from sut.shared_samples import SharedSamples
 
@@ -84,8 +85,9 @@ def _setup(config: RunConfig) -> dict:
 def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: ImageList,
              source: SampleSource, test_dir: Path, batch_ids, show_progress: bool = True) -> dict:
     ledger = CompletionLedger()
-    progress = _progress_bar(f"{config.scenario} {mode}",
-                             len(images) if mode == "accuracy" else None, show_progress)
+    # Samples answered: out of the set in an accuracy run; a running count in a performance run.
+    progress = progress_bar(len(images) if mode == "accuracy" else None,
+                            f"{config.scenario} {mode}", "sample", show_progress)
 
     def complete(batch, payload_data, payload_offsets) -> None:
         loadgen_bridge.complete_samples(batch, payload_data, payload_offsets)
@@ -145,15 +147,6 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     elif mode == "accuracy":
         outcome["accuracy"] = score_test(config, images, test_dir)
     return outcome
-
-
-def _progress_bar(description: str, total: int | None, enabled: bool):
-    """Samples answered so far: out of the set for an accuracy run (its length is known), a
-    running count for a performance run (LoadGen decides how many)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="sample", disable=not enabled,
-                mininterval=0.5, dynamic_ncols=True)
 
 
 def _never_raise(name: str, function, completer: Completer):
