@@ -2,7 +2,8 @@
 
 - `build_settings`: TestSettings from LoadGen's built-in rules, user.conf, then the command-line
   overrides. LoadGen applies its built-in mlperf.conf rules only on the first FromConfig call of
-  a process, so this module makes that call exactly once and refuses a second (model, scenario).
+  a process, so this module makes that call exactly once, keeps what it gave, and refuses a
+  second (model, scenario, user.conf).
 - `complete_samples`: a batch's answers -> QuerySamplesComplete.
 - `run_test`: one LoadGen test (StartTestWithLogSettings) around given callbacks.
 """
@@ -23,7 +24,8 @@ from sut.errors import ConfigError
 MILLI = 1000
 NANO = 1_000_000_000
 
-_settings_made_for: tuple[str, str, str] | None = None
+# (model, scenario, user.conf) of this process's one FromConfig call, and the settings it gave.
+_rules_read: tuple[tuple[str, str, str], dict] | None = None
 
 # Rules of models that LoadGen 6's built-in mlperf.conf no longer carries (retired from MLPerf),
 # as the mlperf.conf of the releases that had them set them. They go first, --user_conf after.
@@ -52,29 +54,7 @@ def mode_enum(mode: str):
 
 def build_settings(config: RunConfig):
     """TestSettings for this process's (model, scenario): built-in rules < user.conf < flags."""
-    global _settings_made_for
-    key = (config.model_name, config.scenario, config.user_conf or "")
-    if _settings_made_for is not None and _settings_made_for != key:
-        raise RuntimeError(f"LoadGen settings were built for {_settings_made_for} in this "
-                           f"process; {key} would miss LoadGen's built-in rules. Run it in a "
-                           "new process.")
-    lg = _lg()
-    settings = lg.TestSettings()
-    retired = RETIRED_MODEL_RULES.get(config.model_name, ())
-    conf = _conf_with_retired_rules(config.model_name, retired, config.user_conf)
-    if conf:
-        try:
-            status = settings.FromConfig(conf, config.model_name, config.scenario, 1)
-        finally:
-            if conf != config.user_conf:
-                os.unlink(conf)
-        if status != 0:
-            raise ConfigError(f"--user_conf {config.user_conf}: LoadGen could not read it "
-                              f"(status {status}). Lines look like "
-                              "'resnet50.Offline.target_qps = 100'.")
-    else:
-        settings.FromConfig("", config.model_name, config.scenario, 0)
-    _settings_made_for = key
+    settings = _settings_from_rules(config)
     settings.scenario = scenario_enum(config.scenario)
     if config.time_s is not None:
         settings.min_duration_ms = int(config.time_s * MILLI)
@@ -89,6 +69,42 @@ def build_settings(config: RunConfig):
         settings.multi_stream_samples_per_query = int(config.samples_per_query)
     if config.performance_sample_count is not None:
         settings.performance_sample_count_override = int(config.performance_sample_count)
+    return settings
+
+
+def _settings_from_rules(config: RunConfig):
+    """Fresh TestSettings holding LoadGen's rules for the config. FromConfig runs on the first
+    call only (a second one would skip the built-in rules); later calls copy its result."""
+    global _rules_read
+    lg = _lg()
+    key = (config.model_name, config.scenario, config.user_conf or "")
+    settings = lg.TestSettings()
+    if _rules_read is not None:
+        read_for, fields = _rules_read
+        if read_for != key:
+            raise RuntimeError(f"LoadGen settings were built for {read_for} in this process; "
+                               f"{key} would miss LoadGen's built-in rules. Run it in a new "
+                               "process.")
+        for name, value in fields.items():
+            setattr(settings, name, value)
+        return settings
+    retired = RETIRED_MODEL_RULES.get(config.model_name, ())
+    conf = _conf_with_retired_rules(config.model_name, retired, config.user_conf)
+    if conf:
+        try:
+            status = settings.FromConfig(conf, config.model_name, config.scenario, 1)
+        finally:
+            if conf != config.user_conf:
+                os.unlink(conf)
+        if status != 0:
+            raise ConfigError(f"--user_conf {config.user_conf}: LoadGen could not read it "
+                              f"(status {status}). Lines look like "
+                              "'resnet50.Offline.target_qps = 100'.")
+    else:
+        settings.FromConfig("", config.model_name, config.scenario, 0)
+    fields = {name: getattr(settings, name) for name in dir(settings)
+              if not name.startswith("_") and not callable(getattr(settings, name))}
+    _rules_read = (key, fields)
     return settings
 
 

@@ -108,6 +108,34 @@ def test_retired_models_get_their_old_mlperf_conf_rules(tmp_path, user_lines, ex
     assert done.stdout.split() == expected.split()
 
 
+def test_a_second_build_in_one_process_keeps_loadgens_rules(tmp_path):
+    """LoadGen reads its built-in rules on a process's first FromConfig only: a second build
+    (same model, scenario and user.conf) must still have them, and only its own flags."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    conf = tmp_path / "user.conf"
+    conf.write_text("resnet50.Server.target_qps = 123\n")
+    script = (
+        "from sut.config import RunConfig\n"
+        "from sut.loadgen_bridge import build_settings\n"
+        "def build(**flags):\n"
+        "    c = RunConfig(model='m', dataset_path='d', backend='null', dataset='imagenet',"
+        f" data_format='NCHW', model_name='resnet50', scenario='Server', user_conf={str(conf)!r},"
+        " **flags)\n"
+        "    s = build_settings(c)\n"
+        "    print(s.server_target_qps, s.server_target_latency_ns, "
+        "s.performance_sample_count_override, s.min_duration_ms)\n"
+        "build(time_s=5)\n"
+        "build()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["123.0 15000000 1024 5000", "123.0 15000000 1024 600000"]
+
+
 # -- scripts/run_local.sh: the reference's launcher -------------------------------------------
 def test_run_local_maps_the_reference_words_to_a_profile_a_model_file_and_the_flags():
     from sut.run_local import LAUNCHES, sut_argv
