@@ -14,7 +14,7 @@ from datasets.accuracy import (PAYLOAD_DTYPES, read_accuracy_log,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mlperf-accuracy-file", required=True,
                         help="path to mlperf_log_accuracy.json")
     parser.add_argument("--imagenet-val-file", required=True, help="path to val_map.txt")

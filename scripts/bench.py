@@ -28,7 +28,7 @@ from pathlib import Path
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="resnet50-onnxruntime")
     parser.add_argument("--model", help="default: the embedded ResNet-50")
     parser.add_argument("--dataset-path", help="default: the embedded synthetic ImageNet")

@@ -61,7 +61,7 @@ def gather_and_normalize(config, images, batch: int, seconds: float) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="ssd-resnet34-onnxruntime")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--max-batchsize", type=int, default=8)
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     data = root / f"{'openimages' if openimages else 'coco'}-{args.images}"
     if not data.exists():
         write_set(data, args.images, openimages)
-    flags = ["--profile", args.profile, "--backend", "null", "--model", "none",
+    flags = ["--profile", args.profile, "--backend", "null",
              "--dataset-path", str(data), "--cache_dir", str(root), "--max-batchsize",
              str(args.max_batchsize), "--scenario", "Offline"]
     config, images = resolve(flags)

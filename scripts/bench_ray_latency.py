@@ -13,6 +13,7 @@ driver).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -98,4 +99,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     sys.exit(main())

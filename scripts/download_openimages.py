@@ -369,7 +369,7 @@ def download_openimages(dataset_dir: Path, classes: Sequence[str], max_images: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-d", "--dataset-dir", "--dataset-path", required=True, type=Path,
                         help="folder to download into (annotations/ and validation/data/)")
     parser.add_argument("-m", "--max-images", type=int, default=None,

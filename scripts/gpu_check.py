@@ -36,7 +36,7 @@ DATASET = "imagenet_pytorch"
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=512, help="distinct images in memory")

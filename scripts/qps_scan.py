@@ -11,7 +11,8 @@ gaps ("exponential"). Lines as the cloud benchmark prints them, ending with
 
 Every flag of `python -m sut` applies (model, dataset, backend, --gpus, --workers, ...); with no
 model and no dataset it scans the embedded default. The QPS found sizes a LoadGen Server run
-(`python -m sut --scenario Server --qps N`), which is what MLPerf counts.
+with the same bound (`python -m sut --scenario Server --qps N --max-latency BOUND`), which is
+what MLPerf counts.
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ def upscale_coco(inputs: Path, outputs: Path, images: str, annotations: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inputs", "-i", required=True, type=Path,
                         help="input COCO folder (holds the images and annotations folders)")
     parser.add_argument("--outputs", "-o", required=True, type=Path,

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "the embedded default)")
     add("--max-batchsize", type=int, help="largest batch sent to a worker (profile default 32)")
     add("--model", help="model file")
-    add("--output", default="output", help="folder for LoadGen logs and results.json")
+    add("--output", default="output",
+        help="folder for LoadGen logs and results.json (default %(default)s)")
     add("--inputs", help="comma-separated input tensor names")
     add("--outputs", help="comma-separated output tensor names")
     add("--backend", help=f"one of: {', '.join(sorted(BACKENDS))} (null: the harness alone, no "
@@ -108,6 +109,8 @@ def resolve_args(args: argparse.Namespace):
     from sut.errors import ConfigError
 
     notes: list[str] = []
+    if args.model is None and args.dataset_path is not None and args.backend == "null":
+        args.model = "none"  # the null backend reads no model: no dummy --model needed
     if args.model is None and args.dataset_path is None:
         from sut.embedded import ensure_embedded_assets
 

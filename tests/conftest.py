@@ -169,9 +169,10 @@ def run_known(run_cli, known_set, model_dir, short_user_conf):
     """Run the CLI on the known-answer images with short LoadGen settings."""
 
     def run(scenario: str, *extra: str, model=None, profile: str = "resnet50-onnxruntime",
-            dataset=None):
+            dataset=None, with_model: bool = True):
         model = model or known_set.model(model_dir, "vgg", "NCHW")
-        return run_cli("--profile", profile, "--model", str(model),
+        model_flags = ["--model", str(model)] if with_model else []
+        return run_cli("--profile", profile, *model_flags,
                        "--dataset-path", str(dataset or known_set.dataset_path),
                        "--scenario", scenario, "--user_conf", str(short_user_conf), *extra)
 

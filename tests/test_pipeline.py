@@ -122,7 +122,7 @@ def test_count_limits_the_dataset_and_scores_only_those(run_known):
 
 
 def test_null_backend_runs_the_harness_without_inference(run_known):
-    run = run_known("Offline", "--backend", "null", "--accuracy", model="none")
+    run = run_known("Offline", "--backend", "null", "--accuracy", with_model=False)
     assert run.returncode == 0, run.stderr[-3000:]
     entries = run.accuracy_log()
     assert_each_sample_once(entries, 16)
