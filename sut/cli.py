@@ -121,7 +121,8 @@ def resolve_args(args: argparse.Namespace):
         args.profile = assets.profile
         args.scenario = args.scenario or "Offline"
         args.user_conf = args.user_conf or str(assets.user_conf)
-        notes.append(assets.note)
+        notes.append(assets.note if args.backend != "null" else
+                     "embedded default's images with the null backend: no model runs")
         embedded = True
     elif args.model is None or args.dataset_path is None:
         raise ConfigError("give both --model and --dataset-path (or neither, for the embedded "
