@@ -30,10 +30,12 @@ import numpy as np
 from datasets.imagenet import ImageList
 from datasets.registry import DatasetSpec, get_dataset
 from sut.errors import ConfigError
+from sut.interrupts import stop_if_received
 from sut.progress import progress_bar
 
 # A task returns at most this much (3 float32 1200x1200 images) and at most 32 images (ImageNet).
 _BYTES_PER_TASK = 64 << 20
+_WAIT_S = 0.5  # the longest a Ctrl-C waits to be seen while pre-processing
 
 
 def cache_folder(cache_root: str | Path, spec: DatasetSpec, layout: str,
@@ -141,9 +143,16 @@ def _run_chunks_on_ray(chunks, images, spec, layout, folder, progress) -> None:
                for chunk in chunks}
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_S)
+            stop_if_received()  # Ctrl-C: the tasks are cancelled below
+            if not done:
+                continue
             chunk = pending.pop(done[0])
             _store_chunk(chunk, ray.get(done[0]), images, folder, progress)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
     except ray.exceptions.RayTaskError as error:
         for ref in pending:
             ray.cancel(ref)

@@ -18,6 +18,7 @@ from actors.worker import WorkerActor
 from datasets.registry import get_dataset
 from sut.config import RunConfig
 from sut.errors import ConfigError, RunFailed
+from sut.interrupts import stop_if_received
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,8 @@ class WorkerPool:
         started = time.monotonic()
         pending = list(refs)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=5.0)
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            stop_if_received()  # Ctrl-C while a model loads or compiles
             for ref in done:
                 try:
                     description = ray.get(ref)

@@ -7,7 +7,11 @@ our own. During a LoadGen test it aborts the test (LoadGen then gets every sampl
 returns) and the runner raises KeyboardInterrupt once LoadGen is done with its logs (raising it
 while LoadGen's logger still flushes crashes the process at exit); outside a test it raises
 KeyboardInterrupt in the main thread at once. Either way the worker pool is closed on the way
-out, and should the process still be alive after GRACE_S, it exits.
+out, and should the process still be alive after GRACE_S, it exits (after a short try at
+shutting Ray down, so no actor outlives it).
+
+`interrupt_main` alone does not stop a main thread that waits inside C code (ray.init, a
+ray.wait loop), so the long steps before LoadGen also call `stop_if_received` between waits.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 GRACE_S = 20.0
+SHUTDOWN_WAIT_S = 5.0
 EXIT_INTERRUPTED = 130
 
 _abort_callbacks: list[Callable[[str], None]] = []
@@ -32,6 +37,12 @@ _received = threading.Event()
 def received() -> bool:
     """A signal arrived: the runner stops after the current LoadGen test."""
     return _received.is_set()
+
+
+def stop_if_received() -> None:
+    """Raise KeyboardInterrupt if a signal arrived: called between the steps before a test."""
+    if _received.is_set():
+        raise KeyboardInterrupt
 
 
 def on_interrupt(abort: Callable[[str], None]) -> Callable[[], None]:
@@ -73,4 +84,17 @@ def _watch(signals) -> None:
 
 def _exit_now(name: str) -> None:
     print(f"\ninterrupted by {name}; exiting.", flush=True)
+    shutdown = threading.Thread(target=_shutdown_ray, name="ray-shutdown", daemon=True)
+    shutdown.start()
+    shutdown.join(SHUTDOWN_WAIT_S)
     os._exit(EXIT_INTERRUPTED)
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass

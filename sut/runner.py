@@ -51,8 +51,10 @@ def prepare_samples(config: RunConfig, images: ImageList, show_progress: bool) -
 def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dict:
     """Run every test of the config; returns the results dict (also written as results.json)."""
     connect(config)
+    interrupts.stop_if_received()
     check_placement(config)
     source = prepare_samples(config, images, show_progress)
+    interrupts.stop_if_received()
     output = Path(config.output)
     results: dict = {"notes": list(config.notes), "tests": [], "setup": _setup(config)}
     batch_ids = batch_id_counter()
@@ -61,6 +63,8 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
         results["setup"]["control_actors"] = pool.control_actors
         settings = loadgen_bridge.build_settings(config)
         for mode in config.modes:
+            if interrupts.received():
+                break
             test_dir = output if len(config.modes) == 1 else output / mode
             outcome = run_test(config, pool, settings, mode, images, source, test_dir, batch_ids,
                                show_progress)

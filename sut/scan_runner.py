@@ -68,8 +68,10 @@ def first_images(images, count: int):
 def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: bool = True) -> dict:
     """All stages; returns (and writes to <output>/qps_scan.json) what they found."""
     connect(config)
+    interrupts.stop_if_received()
     check_placement(config)
     source = prepare_samples(config, images, show_progress)
+    interrupts.stop_if_received()
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     batch_ids = batch_id_counter()
@@ -90,6 +92,7 @@ def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: boo
         (output / "qps_scan.json").write_text(json.dumps(results, indent=2, default=str))
 
     with WorkerPool(config) as pool:
+        interrupts.stop_if_received()
         if options.accuracy_count:
             results["accuracy"] = _accuracy_stage(config, pool, images, source, options,
                                                   output / "accuracy", batch_ids)

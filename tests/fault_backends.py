@@ -6,6 +6,7 @@
      "raise_on_call": 2,              raise on the 2nd predict
      "raise_always": true,            raise on every predict after the startup check
      "sleep_s": 0.05,                 sleep before each predict (a slow device)
+     "startup_s": 30, "started": "<path>"  create <path>, then take 30 s to start (a slow load)
      "once": "<path>"}                with "once", only the first worker to get there misbehaves
 
 predict call 1 is the worker's startup check, so batches start at call 2.
@@ -41,6 +42,9 @@ class FaultyBackend:
             self.plan = json.load(handle)
         self.inner = OnnxRuntimeBackend(replace(options, model_path=self.plan["model"]))
         self.calls = 0
+        if self.plan.get("started"):
+            open(self.plan["started"], "w").close()
+        time.sleep(self.plan.get("startup_s", 0))
 
     def predict(self, batch):
         self.calls += 1

@@ -122,3 +122,37 @@ def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, known_set,
             break
         time.sleep(1)
     assert not alive, "the workers are shut down"
+
+
+def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, known_set, ray_address,
+                                                             cache_dir, short_user_conf,
+                                                             tmp_path):
+    """Before the first test there is no LoadGen test to abort: the start-up itself stops,
+    well before the forced exit (interrupts.GRACE_S), and no test begins."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    started = tmp_path / "started"
+    model = plan(startup_s=60, started=str(started))
+    output = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir", str(cache_dir),
+         "--output", str(output), "--profile", "resnet50-onnxruntime", "--backend", FAULTY,
+         "--model", model, "--dataset-path", str(known_set.dataset_path), "--scenario",
+         "Offline", "--user_conf", str(short_user_conf)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 130, stderr[-3000:]
+    assert time.monotonic() - interrupted_at < 10
+    assert "interrupted: workers shut down." in stderr
+    assert not (output / "mlperf_log_detail.txt").exists(), "no LoadGen test started"

@@ -127,6 +127,21 @@ def test_pytorch_variant_follows_torchvision_geometry_and_normalisation():
     assert np.array_equal(got, ((crop.astype(np.float32) / np.float32(255)) - mean) / std)
 
 
+def test_ctrl_c_stops_preprocessing_on_ray(known_set, tmp_path, ray_address, monkeypatch):
+    """Pre-processing 50,000 images takes minutes: a Ctrl-C must end it, not wait it out."""
+    import threading
+
+    from sut import interrupts
+
+    signalled = threading.Event()
+    signalled.set()
+    monkeypatch.setattr(interrupts, "_received", signalled)
+    spec = get_dataset("imagenet")
+    images = read_val_map(known_set.dataset_path)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_preprocessed(images, spec, "NCHW", tmp_path, use_ray=True, show_progress=False)
+
+
 def test_cache_is_reused_and_keyed_by_layout(known_set, tmp_path):
     spec = get_dataset("imagenet")
     images = read_val_map(known_set.dataset_path, count=3)
