@@ -72,7 +72,13 @@ class CompletionLoop:
                 self._completer.handle(item)
         except BaseException as error:  # noqa: BLE001 - any failure here must end the run
             self.error = error
-            self._completer.abort(f"the completion path failed: {type(error).__name__}: {error}")
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            self._completer.abort(f"the completion path failed: {type(error).__name__}: "
+                                  f"{first_line}")
+            # This thread answered samples, so LoadGen keeps a logger for it: ending the thread
+            # while LoadGen still runs crashes LoadGen (TlsLogger::SwapBuffers). Stay until the
+            # test is over and stop() is called.
+            self._stop.wait()
 
     def _check_workers(self) -> None:
         lost = self._pool.check_workers()

@@ -156,3 +156,43 @@ def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, known_set, ra
     assert time.monotonic() - interrupted_at < 10
     assert "interrupted: workers shut down." in stderr
     assert not (output / "mlperf_log_detail.txt").exists(), "no LoadGen test started"
+
+
+def test_losing_the_aggregator_mid_run_fails_the_run_cleanly(plan, known_set, ray_address,
+                                                            cache_dir, short_user_conf, tmp_path):
+    """The aggregator is not replaceable: losing it ends the run FAILED (exit 3) with LoadGen's
+    logs written, and the driver does not crash (a completion thread that ended while LoadGen
+    still ran used to take LoadGen's logger down with it: SIGSEGV)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ray._private import state
+
+    from conftest import REPO
+
+    model = plan(sleep_s=0.2)
+    output = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir", str(cache_dir),
+         "--output", str(output), "--profile", "resnet50-onnxruntime", "--backend", FAULTY,
+         "--model", model, "--dataset-path", str(known_set.dataset_path), "--scenario",
+         "Offline", "--max-batchsize", "1", "--time", "60", "--qps", "100",
+         "--user_conf", str(short_user_conf)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
+    deadline = time.monotonic() + 120
+    while not (output / "mlperf_log_detail.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    aggregators = [actor for actor in state.actors().values()
+                   if actor["State"] == "ALIVE" and actor["ActorClassName"] == "AggregatorActor"]
+    assert len(aggregators) == 1
+    os.kill(aggregators[0]["Pid"], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 3, stderr[-3000:]
+    assert "FAILED: the completion path failed: ActorDiedError" in stdout
+    assert (output / "mlperf_log_summary.txt").is_file()
+    results = json.loads((output / "results.json").read_text())
+    assert "ActorDiedError" in results["tests"][0]["error"]
