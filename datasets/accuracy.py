@@ -13,22 +13,73 @@ from pathlib import Path
 
 import numpy as np
 
+from sut.errors import ConfigError
+
 PAYLOAD_DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
 
 
-def read_accuracy_log(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def read_accuracy_log(path: str | Path, flag: str | None = None) -> list[dict]:
+    """The log's entries, checked: a list of {"qsl_idx": int >= 0, "data": hex}. Bad input is a
+    ConfigError naming the file (as `flag`, the option that gave it, where there is one)."""
+    name = f"{flag} {path}" if flag else f"accuracy log {path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        if not text.strip():
+            raise ConfigError(f"{name} is empty: did the accuracy run finish? Give the "
+                              "mlperf_log_accuracy.json of a run that did.")
+        entries = json.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file. Give the mlperf_log_accuracy.json that LoadGen "
+                          "writes in the output folder of an accuracy run.") from None
+    except OSError as error:
+        raise ConfigError(f"{name}: cannot read it ({error.strerror or error}).") from None
+    except ValueError as error:
+        raise ConfigError(f"{name} is not JSON ({error}): give LoadGen's mlperf_log_accuracy.json "
+                          "from an accuracy run that finished.") from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{name} is not a JSON array of {{seq_id, qsl_idx, data}} entries: is it "
+                          "LoadGen's mlperf_log_accuracy.json?")
+    for number, entry in enumerate(entries):
+        index = entry.get("qsl_idx") if isinstance(entry, dict) else None
+        if (not isinstance(index, int) or isinstance(index, bool) or index < 0
+                or not isinstance(entry.get("data"), str)):
+            raise ConfigError(f"{name}: entry {number} is not a {{qsl_idx, data}} object with a "
+                              "non-negative integer qsl_idx and a hex string as data: is it "
+                              "LoadGen's mlperf_log_accuracy.json?")
+        try:
+            bytes.fromhex(entry["data"])
+        except ValueError as error:
+            raise ConfigError(f"{name}: entry {number} (qsl_idx {index}) has a \"data\" field that "
+                              f"is not hex ({error}): the file is damaged.") from None
+    return entries
 
 
-def read_val_map_labels(path: str | Path) -> list[tuple[str, int]]:
-    """(file, label) per line of an ImageNet val_map.txt, in QSL order."""
+def read_val_map_labels(path: str | Path, flag: str | None = None) -> list[tuple[str, int]]:
+    """(file, label) per line of an ImageNet val_map.txt, in QSL order. Bad input is a
+    ConfigError naming the file (as `flag`, the option that gave it, where there is one)."""
+    name = f"{flag} {path}" if flag else f"val map {path}"
     entries = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            columns = line.strip().split()
-            if columns:
-                entries.append((columns[0], int(columns[1])))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                columns = line.strip().split()
+                if not columns:
+                    continue
+                try:
+                    entries.append((columns[0], int(columns[1])))
+                except (IndexError, ValueError):
+                    raise ConfigError(f"{name} line {number}: {line.strip()[:80]!r} is not "
+                                      "'<file> <integer label>': give ImageNet's val_map.txt.") \
+                        from None
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no such file. Give ImageNet's val_map.txt (one "
+                          "'<file> <label>' line per image, in the order the run listed them).") \
+            from None
+    except OSError as error:
+        raise ConfigError(f"{name}: cannot read it ({error.strerror or error}).") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{name} is not text ({error}): give ImageNet's val_map.txt.") from None
     return entries
 
 
@@ -61,7 +112,14 @@ def score_imagenet(entries: list[dict], labels: list[tuple[str, int]],
             continue
         seen.add(index)
         name, expected = labels[index]
-        payload = np.frombuffer(bytes.fromhex(entry["data"]), numpy_type)
+        raw = bytes.fromhex(entry["data"])
+        if len(raw) % np.dtype(numpy_type).itemsize:
+            raise ConfigError(f"qsl_idx {index}: a payload of {len(raw)} bytes is no whole number "
+                              f"of {dtype} values: wrong --dtype?")
+        payload = np.frombuffer(raw, numpy_type)
+        if len(payload) and not np.isfinite(payload[0]):
+            raise ConfigError(f"qsl_idx {index}: the label read as {dtype} is {payload[0]}: wrong "
+                              "--dtype?")
         found = int(payload[0]) if len(payload) else -1
         if found == expected:
             good += 1

@@ -63,7 +63,13 @@ def detections_from_log(entries: list[dict], image_map: list[dict],
         seen.add(index)
         image = image_map[index]
         image_ids.add(int(image["id"]))
-        data = np.frombuffer(bytes.fromhex(entry["data"]), np.float32)
+        raw = bytes.fromhex(entry["data"])
+        if len(raw) % 4:
+            from sut.errors import ConfigError
+
+            raise ConfigError(f"qsl_idx {index}: a payload of {len(raw)} bytes is no whole "
+                              "number of float32 values: not a detection model's log?")
+        data = np.frombuffer(raw, np.float32)
         if len(data) < RECORD:
             no_results += 1
             continue
@@ -143,24 +149,36 @@ def image_map_of(annotations: dict, remove_empty: bool) -> list[dict]:
 
 
 def score_log_file(accuracy_file: str | Path, annotations_file: str | Path, use_inv_map: bool,
-                   remove_empty: bool, output_file: str | Path | None) -> DetectionScore:
-    """What the accuracy scripts do: read the log and the ground truth, score."""
+                   remove_empty: bool, output_file: str | Path | None, *,
+                   dataset_flag: str) -> DetectionScore:
+    """What the accuracy scripts do: read the log and the ground truth, score. dataset_flag: the
+    script's option for the folder that holds annotations_file, named in error messages."""
     from datasets.accuracy import read_accuracy_log
     from datasets.coco import load_annotations
+    from sut.errors import ConfigError
 
-    annotations = load_annotations(Path(annotations_file))
+    if not Path(annotations_file).is_file():
+        raise ConfigError(f"annotations file {annotations_file} not found: point {dataset_flag} at "
+                          "the dataset folder that holds it.")
+    try:
+        annotations = load_annotations(Path(annotations_file))
+    except ConfigError as error:
+        raise ConfigError(f"{error} Point {dataset_flag} at a dataset folder with a good copy.") \
+            from None
     image_map = image_map_of(annotations, remove_empty)
-    entries = read_accuracy_log(accuracy_file)
+    entries = read_accuracy_log(accuracy_file, "--mlperf-accuracy-file")
     too_far = [e["qsl_idx"] for e in entries if e["qsl_idx"] >= len(image_map)]
     if too_far:
-        from sut.errors import ConfigError
-
-        raise ConfigError(f"{accuracy_file} has qsl_idx {max(too_far)}, but {annotations_file} "
-                          f"lists only {len(image_map)} images"
-                          + (" with annotations" if remove_empty else "")
-                          + ": wrong annotations file or --remove-48-empty-images setting?")
-    return score_detections(entries, annotations_file, image_map, use_inv_map, annotations,
-                            output_file)
+        raise ConfigError(f"--mlperf-accuracy-file {accuracy_file} has qsl_idx {max(too_far)}, but "
+                          f"{annotations_file} lists only {len(image_map)} images"
+                          + (" with annotations: wrong " + dataset_flag
+                             + ", or drop --remove-48-empty-images?" if remove_empty
+                             else f": wrong {dataset_flag}?"))
+    try:
+        return score_detections(entries, annotations_file, image_map, use_inv_map, annotations,
+                                output_file)
+    except ConfigError as error:
+        raise ConfigError(f"--mlperf-accuracy-file {accuracy_file}, {error}") from None
 
 
 def accuracy_cli(argv: list[str], *, dataset_flag: str, annotations: str, default_output: str,
@@ -187,7 +205,7 @@ def accuracy_cli(argv: list[str], *, dataset_flag: str, annotations: str, defaul
     try:
         score = score_log_file(args.mlperf_accuracy_file, Path(args.dataset_dir) / annotations,
                                args.use_inv_map, getattr(args, "remove_48_empty_images", False),
-                               args.output_file)
+                               args.output_file, dataset_flag=dataset_flag)
     except (ConfigError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import sys
 
 from datasets.accuracy import (PAYLOAD_DTYPES, read_accuracy_log,
                                read_val_map_labels, score_imagenet)
+from sut.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=sorted(PAYLOAD_DTYPES),
                         help="data type of the payload")
     args = parser.parse_args(argv)
-    result = score_imagenet(read_accuracy_log(args.mlperf_accuracy_file),
-                            read_val_map_labels(args.imagenet_val_file), args.dtype)
+    try:
+        entries = read_accuracy_log(args.mlperf_accuracy_file, "--mlperf-accuracy-file")
+        labels = read_val_map_labels(args.imagenet_val_file, "--imagenet-val-file")
+        last = max((entry["qsl_idx"] for entry in entries), default=-1)
+        if last >= len(labels):
+            raise ConfigError(f"--mlperf-accuracy-file {args.mlperf_accuracy_file} has qsl_idx "
+                              f"{last}, but --imagenet-val-file {args.imagenet_val_file} lists "
+                              f"only {len(labels)} images: give the val_map.txt the run used.")
+        result = score_imagenet(entries, labels, args.dtype)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.verbose:
         for name, expected, found in result.mistakes:
             print(f"{name}, expected: {expected}, found {found}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -330,3 +332,177 @@ def test_openimages_missing_image_on_server_is_reported(tmp_path, local_mirror):
     assert "1 of 4 image download(s) failed" in message and "ab00000000000009" in message
     assert "HTTP 404" in message
     assert not (root / "annotations" / oi.OUTPUT_JSON).exists()
+
+
+# ---- the accuracy scripts on bad input ---------------------------------------------------------
+# Each bad input is one line "error: ..." naming the file or flag, exit status 2, no traceback.
+REPO = Path(__file__).resolve().parent.parent
+GOOD_LABEL = np.array([5], np.float32).tobytes().hex().upper()
+GOOD_BOXES = np.array([0, 0.1, 0.1, 0.6, 0.6, 0.9, 1], np.float32).tobytes().hex().upper()
+
+
+def run_accuracy_tool(script: str, cwd: Path, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def assert_refused(done: subprocess.CompletedProcess, *named: str) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for name in named:
+        assert name in done.stderr, (name, done.stderr)
+    return done.stderr
+
+
+def write_log(path: Path, *entries) -> Path:
+    """A log of (qsl_idx, data) entries, or the raw text given as one string."""
+    if len(entries) == 1 and isinstance(entries[0], str):
+        path.write_text(entries[0])
+    else:
+        path.write_text(json.dumps([{"seq_id": n, "qsl_idx": index, "data": data}
+                                    for n, (index, data) in enumerate(entries)]))
+    return path
+
+
+IMAGENET_BAD_LOGS = {  # name: (log contents, what the message names)
+    "empty": ("", ["--mlperf-accuracy-file", "log.json", "empty"]),
+    "garbage": ("this is no JSON", ["--mlperf-accuracy-file", "log.json", "not JSON"]),
+    "truncated": ('[{"seq_id": 0, "qsl_idx": 0, "data": "0000A040"}',
+                  ["--mlperf-accuracy-file", "log.json", "not JSON"]),
+    "not an array": ('{"qsl_idx": 0}', ["--mlperf-accuracy-file", "log.json", "array"]),
+    "no qsl_idx": ('[{"seq_id": 0, "data": "00"}]', ["--mlperf-accuracy-file", "entry 0"]),
+    "bad hex": ('[{"seq_id": 0, "qsl_idx": 0, "data": "ZZ"}]',
+                ["--mlperf-accuracy-file", "log.json", "not hex"]),
+    "beyond the val file": ((5, GOOD_LABEL),
+                            ["--mlperf-accuracy-file", "--imagenet-val-file", "val_map.txt",
+                             "qsl_idx 5", "only 2 images"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGENET_BAD_LOGS))
+def test_accuracy_imagenet_refuses_a_bad_log(tmp_path, case):
+    contents, named = IMAGENET_BAD_LOGS[case]
+    (tmp_path / "val_map.txt").write_text("a.jpg 5\nb.jpg 7\n")
+    log = write_log(tmp_path / "log.json", contents)
+    assert_refused(run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file",
+                                     log, "--imagenet-val-file", "val_map.txt"), *named)
+
+
+@pytest.mark.parametrize("val_map, named", [
+    (None, ["--imagenet-val-file", "val_map.txt", "no such file"]),
+    ("a.jpg 5\nb.jpg\n", ["--imagenet-val-file", "val_map.txt", "line 2"]),
+    ("a.jpg 5\nb.jpg seven\n", ["--imagenet-val-file", "val_map.txt", "line 2"]),
+], ids=["missing", "no label", "label not a number"])
+def test_accuracy_imagenet_refuses_a_bad_val_file(tmp_path, val_map, named):
+    if val_map is not None:
+        (tmp_path / "val_map.txt").write_text(val_map)
+    log = write_log(tmp_path / "log.json", (0, GOOD_LABEL))
+    assert_refused(run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file",
+                                     log, "--imagenet-val-file", "val_map.txt"), *named)
+
+
+def test_accuracy_imagenet_refuses_a_missing_log(tmp_path):
+    (tmp_path / "val_map.txt").write_text("a.jpg 5\n")
+    assert_refused(run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file",
+                                     "nowhere.json", "--imagenet-val-file", "val_map.txt"),
+                   "--mlperf-accuracy-file", "nowhere.json", "no such file")
+
+
+@pytest.mark.parametrize("dtype, data", [("int64", GOOD_LABEL), ("float32", "FFFFFFFF")],
+                         ids=["size", "nan"])
+def test_accuracy_imagenet_names_dtype_when_the_payload_does_not_fit(tmp_path, dtype, data):
+    (tmp_path / "val_map.txt").write_text("a.jpg 5\n")
+    log = write_log(tmp_path / "log.json", (0, data))
+    assert_refused(run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file",
+                                     log, "--imagenet-val-file", "val_map.txt", "--dtype", dtype),
+                   "--dtype", "qsl_idx 0")
+
+
+DETECTION_TOOLS = {  # script: (dataset flag, annotations file under it)
+    "accuracy_coco.py": ("--coco-dir", "annotations/instances_val2017.json"),
+    "accuracy_openimages.py": ("--openimages-dir", "annotations/openimages-mlperf.json"),
+}
+DETECTION_GROUND_TRUTH = {
+    "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10},
+               {"id": 2, "file_name": "b.jpg", "width": 10, "height": 10}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5],
+                     "area": 25, "iscrowd": 0}],
+    "categories": [{"id": 1, "name": "thing"}]}
+
+
+def run_detection_tool(script: str, tmp_path: Path, log, annotations: str | None = "valid",
+                       *extra: str) -> subprocess.CompletedProcess:
+    """The script on <tmp_path>/set holding `annotations` (valid ground truth, raw text, or no
+    file for None)."""
+    flag, relative = DETECTION_TOOLS[script]
+    root = tmp_path / "set"
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    if annotations is not None:
+        (root / relative).write_text(json.dumps(DETECTION_GROUND_TRUTH)
+                                     if annotations == "valid" else annotations)
+    return run_accuracy_tool(script, tmp_path, flag, root, "--mlperf-accuracy-file", log,
+                             "--output-file", tmp_path / "results.json", *extra)
+
+
+def test_detection_tools_score_the_tiny_set(tmp_path):
+    """The valid input the bad-input tests start from is scored as before."""
+    log = write_log(tmp_path / "log.json", (0, GOOD_BOXES), (1, ""))
+    for script in DETECTION_TOOLS:
+        done = run_detection_tool(script, tmp_path, log)
+        assert done.returncode == 0 and done.stdout == "mAP=100.000%\n", done.stderr
+
+
+DETECTION_BAD_LOGS = {
+    "missing": (None, ["--mlperf-accuracy-file", "log.json", "no such file"]),
+    "empty": ("", ["--mlperf-accuracy-file", "log.json", "empty"]),
+    "garbage": ("<html>", ["--mlperf-accuracy-file", "log.json", "not JSON"]),
+    "no qsl_idx": ('[{"seq_id": 0, "data": ""}]', ["--mlperf-accuracy-file", "entry 0"]),
+    "bad hex": ('[{"seq_id": 0, "qsl_idx": 0, "data": "0G"}]',
+                ["--mlperf-accuracy-file", "log.json", "not hex"]),
+    "odd payload": ('[{"seq_id": 0, "qsl_idx": 0, "data": "0000A0"}]',
+                    ["--mlperf-accuracy-file", "log.json", "float32"]),
+}
+
+
+@pytest.mark.parametrize("script", sorted(DETECTION_TOOLS))
+@pytest.mark.parametrize("case", sorted(DETECTION_BAD_LOGS))
+def test_detection_tools_refuse_a_bad_log(tmp_path, script, case):
+    contents, named = DETECTION_BAD_LOGS[case]
+    log = tmp_path / "log.json"
+    if contents is not None:
+        write_log(log, contents)
+    assert_refused(run_detection_tool(script, tmp_path, log), *named)
+
+
+@pytest.mark.parametrize("script", sorted(DETECTION_TOOLS))
+@pytest.mark.parametrize("annotations, named", [
+    (None, ["not found"]), ("not json", ["not readable JSON"]),
+    ('{"images": []}', ["no 'annotations' list"])], ids=["missing", "garbage", "not COCO"])
+def test_detection_tools_name_their_own_dataset_flag(tmp_path, script, annotations, named):
+    flag, relative = DETECTION_TOOLS[script]
+    log = write_log(tmp_path / "log.json", (0, GOOD_BOXES))
+    message = assert_refused(run_detection_tool(script, tmp_path, log, annotations),
+                             flag, relative, *named)
+    assert "--dataset-list" not in message and "--dataset-path" not in message
+
+
+@pytest.mark.parametrize("script", sorted(DETECTION_TOOLS))
+def test_detection_tools_refuse_a_qsl_idx_beyond_the_listed_images(tmp_path, script):
+    flag, relative = DETECTION_TOOLS[script]
+    log = write_log(tmp_path / "log.json", (0, GOOD_BOXES), (2, ""))
+    message = assert_refused(run_detection_tool(script, tmp_path, log),
+                             "--mlperf-accuracy-file", flag, relative, "qsl_idx 2", "only 2 images")
+    if script == "accuracy_openimages.py":  # a flag it does not have
+        assert "--remove-48-empty-images" not in message
+
+
+def test_accuracy_coco_suggests_dropping_remove_48_empty_images(tmp_path):
+    log = write_log(tmp_path / "log.json", (0, GOOD_BOXES), (1, ""))
+    assert_refused(run_detection_tool("accuracy_coco.py", tmp_path, log, "valid",
+                                      "--remove-48-empty-images"),
+                   "--coco-dir", "qsl_idx 1", "only 1 images with annotations",
+                   "drop --remove-48-empty-images")
