@@ -52,10 +52,20 @@ class InferenceWorker:
         dataset's post-processing (scores where class ids are expected, say) fail here, before
         LoadGen, not as wrong labels later."""
         batch = np.zeros((2, *options.sample_shape), dtype=self._spec.stored_dtype)
-        outputs = self._predict(self._model_input(batch, normalized=False))
+        try:
+            outputs = self._predict(self._model_input(batch, normalized=False))
+        except ConfigError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the model cannot run what the run feeds it
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise ConfigError(f"model {options.model_path}: a test inference on a zero batch of "
+                              f"2, shape {list(batch.shape)}, failed: {type(error).__name__}: "
+                              f"{first_line}. Check --inputs, --outputs, --data-format and the "
+                              "profile against the model.") from None
         problem = None
-        if any(len(output) != 2 for output in outputs):
-            problem = f"output batch sizes {[len(o) for o in outputs]} for a batch of 2"
+        if any(np.ndim(output) == 0 or len(output) != 2 for output in outputs):
+            problem = ("output batch sizes "
+                       f"{[len(o) if np.ndim(o) else 'scalar' for o in outputs]} for a batch of 2")
         else:
             try:
                 payloads = self._postprocess(outputs, np.arange(2))

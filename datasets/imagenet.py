@@ -39,23 +39,30 @@ def read_val_map(dataset_path: str | Path, list_path: str | Path | None = None,
         raise ConfigError(f"--dataset-path {root}: no such folder. Point it at the folder that "
                           "holds the images (the ImageNet validation set) and val_map.txt.")
     list_file = Path(list_path) if list_path else root / "val_map.txt"
+    if list_file.is_dir():
+        raise ConfigError(f"dataset list {list_file} is a folder: --dataset-list names the "
+                          "list file itself (val_map.txt, '<file> <label>' per line).")
     if not list_file.is_file():
         raise ConfigError(f"dataset list {list_file} not found. Give --dataset-list, or put a "
                           "val_map.txt ('<file> <label>' per line) into --dataset-path.")
     files: list[str] = []
     labels: list[int] = []
-    with open(list_file, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = re.split(r"\s+", line.strip())
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ConfigError(f"{list_file}:{line_number}: expected '<file> <label>', "
-                                  f"got {line.strip()!r}")
-            files.append(parts[0])
-            labels.append(int(parts[1]))
-            if count and len(files) >= count:
-                break
+    try:
+        with open(list_file, encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                parts = re.split(r"\s+", line.strip())
+                if len(parts) != 2 or not parts[1].isdigit():
+                    raise ConfigError(f"{list_file}:{line_number}: expected '<file> <label>' "
+                                      f"(label 0 or more), got {line.strip()[:80]!r}")
+                files.append(parts[0])
+                labels.append(int(parts[1]))
+                if count and len(files) >= count:
+                    break
+    except UnicodeDecodeError:
+        raise ConfigError(f"dataset list {list_file} is not a UTF-8 text file: give "
+                          "val_map.txt ('<file> <label>' per line).") from None
     if not files:
         raise ConfigError(f"{list_file} lists no images.")
     if check_files:

@@ -26,6 +26,9 @@ from sut.errors import ConfigError
 from sut.qps_scan import ARRIVALS, DEFAULT_LATENCIES_S
 
 
+MAX_RATE = 1_000_000  # requests/s; the scan's driver issues well under this
+
+
 def add_scan_flags(parser: argparse.ArgumentParser) -> None:
     parser.prog = "scripts/qps_scan.py"
     parser.description = "The MLPerf cloud benchmark's QPS scan on the Ray SUT."
@@ -67,6 +70,11 @@ def scan_options(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{flag.replace('_', '-')} {value}: must be a positive number")
+    for flag in ("start_qps", "max_qps"):
+        value = getattr(args, flag)
+        if value is not None and value > MAX_RATE:
+            raise ConfigError(f"--{flag.replace('_', '-')} {value}: at most {MAX_RATE:,} (one "
+                              "driver cannot issue requests faster)")
     if not 0 < args.percentile < 100:
         raise ConfigError(f"--percentile {args.percentile}: between 0 and 100")
     start = args.start_qps or (int(args.qps) if args.qps else 10)

@@ -105,10 +105,12 @@ def resolve(argv: list[str]):
 def resolve_args(args: argparse.Namespace):
     """Parsed flags -> (RunConfig, ImageList); builds the embedded default when asked."""
     from datasets.registry import get_dataset
-    from sut.config import resolve_config
+    from sut.config import check_writable_folder, resolve_config
     from sut.errors import ConfigError
 
     notes: list[str] = []
+    check_writable_folder("--cache_dir", args.cache_dir)
+    check_writable_folder("--output", args.output)
     if args.model is None and args.dataset_path is not None and args.backend == "null":
         args.model = "none"  # the null backend reads no model: no dummy --model needed
     if args.model is None and args.dataset_path is None:

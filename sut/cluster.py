@@ -38,7 +38,7 @@ def connect(config: RunConfig) -> None:
         _check_reachable(config.address)
         try:
             ray.init(address=config.address, **common)
-        except (ConnectionError, RuntimeError) as error:
+        except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"--address {config.address}: cannot join a Ray cluster there "
                               f"({str(error).strip().splitlines()[0]}). Start one (ray start "
                               "--head, or ray up cluster.yaml) or drop --address to run on a "
@@ -87,9 +87,10 @@ def check_placement(config: RunConfig) -> None:
     if config.gpus:
         seen = available_gpus()
         if config.gpus > seen:
+            fix = (f"Use --gpus {seen} or fewer" if seen else
+                   "Drop --gpus (and --device gpu) to run on the CPU")
             raise ConfigError(f"--gpus {config.gpus}, but Ray sees {seen} GPU(s) in this "
-                              f"cluster. Use --gpus {seen} or fewer, or --workers K for CPU "
-                              "workers.")
+                              f"cluster. {fix}, or use --workers K for CPU workers.")
     threads = threads_per_worker(config)
     per_node = node_cpus()
     if threads > max(per_node, default=0):

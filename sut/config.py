@@ -8,10 +8,12 @@ here, so bad input fails first and with a message that names the flag and the fi
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actors.backends import backend_class, check_backend_name
+from actors.backends import BACKENDS, backend_class, check_backend_name
 from datasets.registry import get_dataset
 from sut.errors import ConfigError
 from sut.profiles import DEFAULTS, get_profile
@@ -95,6 +97,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         if args.scenario != "Server":
             raise ConfigError("--find-peak-performance works only with --scenario Server")
         modes = ("find_peak",)
+    if args.accuracy and args.find_peak_performance:
+        raise ConfigError("--accuracy and --find-peak-performance are separate runs: give one")
     if args.model is None:
         raise ConfigError("--model is required (the model file); run `python -m sut` with no "
                           "arguments for the embedded default")
@@ -103,9 +107,19 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                           "'Real MLPerf models') or fix the path.")
     if args.dataset_path is None:
         raise ConfigError("--dataset-path is required (the folder of images and val_map.txt)")
+    if (backend != "tensorflow" and backend in BACKENDS and backend != "null"
+            and Path(args.model).is_dir()):
+        raise ConfigError(f"--model {args.model} is a folder: give the model file (only "
+                          "--backend tensorflow reads a folder, a SavedModel).")
     for flag, path in (("--user_conf", args.user_conf), ("--audit_conf", args.audit_conf)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{flag} {path}: no such file.")
+        if path:
+            try:
+                Path(path).read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise ConfigError(f"{flag} {path} is not a UTF-8 text file: give LoadGen's "
+                                  "'key = value' config lines.") from None
     max_batchsize = _first(args.max_batchsize, profile.max_batchsize, DEFAULTS.max_batchsize)
     _check_positive("--max-batchsize", max_batchsize)
     for flag in ("count", "threads", "workers", "performance_sample_count", "time", "qps",
@@ -145,5 +159,17 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _check_positive(flag: str, value) -> None:
-    if value is not None and value <= 0:
+    if value is not None and not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{flag} {value}: must be a positive number")
+
+
+def check_writable_folder(flag: str, path: str) -> None:
+    """--output and --cache_dir: create the folder now, so a bad path fails before anything
+    starts rather than after the run."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"{flag} {path}: cannot create that folder ({error.strerror or error})."
+                          " Give a writable folder.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: folder is not writable. Give a writable folder.")

@@ -209,7 +209,8 @@ def test_workers_that_ray_cannot_place(cli, good_args, extra, expected):
 
 
 @pytest.mark.parametrize("flag, value", [("--max-latency", "-0.01"), ("--qps", "0"),
-                                         ("--samples-per-query", "-1")])
+                                         ("--samples-per-query", "-1"), ("--max-latency", "nan"),
+                                         ("--qps", "inf"), ("--server-batch-timeout-ms", "nan")])
 def test_non_positive_loadgen_numbers(cli, good_args, flag, value):
     code, err = cli(*good_args, flag, value)
     assert code == EXIT_BAD_INPUT
@@ -234,3 +235,70 @@ def test_reference_preprocessed_dir_in_the_other_layout(cli, good_args, known_se
     code, err = cli(*good_args, "--preprocessed_dir", str(folder))
     assert code == EXIT_BAD_INPUT
     assert "[224, 224, 3]" in err and "[3, 224, 224]" in err and "--data-format" in err
+
+
+@pytest.mark.parametrize("flag", ["--output", "--cache_dir"])
+def test_a_folder_that_cannot_be_made(cli, good_args, tmp_path, flag):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    code, err = cli(*good_args, flag, str(a_file / "sub"))
+    assert code == EXIT_BAD_INPUT
+    assert f"{flag} {a_file / 'sub'}: cannot create that folder" in err
+
+
+def test_config_and_list_files_that_are_not_text(cli, good_args, tmp_path):
+    binary = tmp_path / "binary"
+    binary.write_bytes(bytes(range(256)))
+    for flag in ("--user_conf", "--dataset-list"):
+        code, err = cli(*good_args, flag, str(binary))
+        assert code == EXIT_BAD_INPUT
+        assert str(binary) in err and "UTF-8" in err
+
+
+def test_dataset_list_that_is_a_folder(cli, good_args, tmp_path):
+    code, err = cli(*good_args, "--dataset-list", str(tmp_path))
+    assert code == EXIT_BAD_INPUT
+    assert "is a folder" in err and "--dataset-list" in err
+
+
+def test_negative_label_in_the_val_map(cli, good_args, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("img_000.jpg -3\n")
+    code, err = cli(*good_args, "--dataset-list", str(listing))
+    assert code == EXIT_BAD_INPUT
+    assert "list.txt:1" in err and "label 0 or more" in err
+
+
+def test_model_folder_for_a_backend_that_reads_files(cli, good_args, tmp_path):
+    code, err = cli(*replace_flag(good_args, "--model", str(tmp_path)))
+    assert code == EXIT_BAD_INPUT
+    assert f"--model {tmp_path} is a folder" in err
+
+
+def test_accuracy_and_find_peak_performance_together(cli, good_args):
+    code, err = cli(*replace_flag(good_args, "--scenario", "Server"), "--accuracy",
+                    "--find-peak-performance")
+    assert code == EXIT_BAD_INPUT
+    assert "--accuracy and --find-peak-performance" in err
+
+
+def test_model_that_cannot_run_the_batch_names_the_model(cli, good_args, tmp_path):
+    """A model with a second input the run does not feed: refused at startup (exit 2) with the
+    model named, not a worker crash (exit 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("input_tensor:0", TensorProto.FLOAT, [None, 3, 224, 224])
+    other = helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, 1])
+    out = helper.make_tensor_value_info("ArgMax:0", TensorProto.INT64, [None])
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input_tensor:0"], ["flat"]),
+         helper.make_node("Concat", ["flat", "b"], ["both"], axis=1),
+         helper.make_node("ArgMax", ["both"], ["ArgMax:0"], axis=1, keepdims=0)],
+        "two_inputs", [image, other], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "two_inputs.onnx"
+    onnx.save(model, path)
+    code, err = cli(*replace_flag(good_args, "--model", str(path)))
+    assert code == EXIT_BAD_INPUT, err
+    assert f"model {path}: a test inference" in err

@@ -291,6 +291,7 @@ def test_scan_flags_are_checked_with_a_message_that_names_them():
                        (("--latencies", "fast"), "--latencies"),
                        (("--trial-seconds", "inf"), "--trial-seconds"),
                        (("--max-qps", "0"), "--max-qps"),
+                       (("--start-qps", "100000000"), "--start-qps"),
                        (("--percentile", "100"), "--percentile"),
                        (("--accuracy-count", "-1"), "--accuracy-count")):
         with pytest.raises(ConfigError, match=flag):
