@@ -180,7 +180,11 @@ class SampleSource:
         out = np.empty((len(indices), *self.sample_shape), dtype=self.dtype)
         for row, index in enumerate(indices):
             path = cached_file(self.folder, self.images.files[index])
-            loaded = np.load(path, allow_pickle=False)
+            try:
+                loaded = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as error:  # damaged on disk (writes are atomic)
+                raise ConfigError(f"pre-processed file {path} cannot be read ({error}); delete "
+                                  "it to have it rebuilt from its image.") from None
             if loaded.shape != tuple(self.sample_shape):
                 raise ConfigError(f"pre-processed file {path} has shape {loaded.shape}, "
                                   f"expected {tuple(self.sample_shape)} (layout or size of "

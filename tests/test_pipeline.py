@@ -130,8 +130,9 @@ def test_null_backend_runs_the_harness_without_inference(run_known):
     assert {entry["data"] for entry in entries} == {"000080BF"}
 
 
+@pytest.mark.parametrize("damage", ["wrong shape", "truncated"])
 def test_a_failing_loadgen_callback_ends_the_run_with_a_reason_not_a_crash(
-        run_known, known_set, cache_dir, tmp_path):
+        run_known, known_set, cache_dir, tmp_path, damage):
     """A broken cached sample makes load_query_samples raise inside LoadGen's thread: the run
     must stop cleanly (exit 3, the reason reported), never crash or hang."""
     import shutil
@@ -142,11 +143,15 @@ def test_a_failing_loadgen_callback_ends_the_run_with_a_reason_not_a_crash(
     shutil.copytree(known_set.dataset_path, dataset)
     assert run_known("Offline", "--count", "4", dataset=dataset).returncode == 0
     cached = next(_cached_files(cache_dir, dataset, "img_000.jpg"))
-    np.save(cached, np.zeros((5, 5), np.uint8))  # newer than the image: taken as fresh
+    if damage == "wrong shape":
+        np.save(cached, np.zeros((5, 5), np.uint8))  # newer than the image: taken as fresh
+    else:
+        cached.write_bytes(cached.read_bytes()[:60])
     run = run_known("Offline", "--count", "4", dataset=dataset)
     assert run.returncode == 3, run.stderr[-3000:]
     test = run.results()["tests"][0]
     assert "load_query_samples failed" in test["error"] and "img_000.jpg" in test["error"]
+    assert "delete it to have it rebuilt" in test["error"]
     assert "FAILED" in run.stdout
 
 
