@@ -73,7 +73,9 @@ def test_state_dict_of_a_known_architecture(known_inputs):
 
 @pytest.mark.parametrize("make_file, options, expected", [
     (lambda folder, known: known.model(folder, "vgg", "NCHW"), {},
-     "not a TorchScript file, an exported program"),  # an ONNX file given to pytorch
+     "is an ONNX file, not a PyTorch model. Use --backend onnxruntime"),
+    (lambda folder, known: _garbage(folder), {},  # and no advice to unpickle it unsafely
+     r"not a TorchScript file, an exported program \(.pt2\) or a state dict of tensors. Is"),
     (lambda folder, known: _state_dict(folder), {"model_name": "vgg16"},
      "--model-name 'vgg16' is none of"),
     (lambda folder, known: _state_dict(folder), {"model_name": "resnet50"},
@@ -90,6 +92,12 @@ def test_pytorch_bad_input_is_named(make_file, options, expected, known_set, mod
         pytest.skip("a CUDA device is present")
     with pytest.raises(ConfigError, match=expected):
         backend_for("pytorch", make_file(model_dir, known_set), **options)
+
+
+def _garbage(folder):
+    path = folder / "garbage.pt"
+    path.write_bytes(b"\x80\x04 not a model" * 10)
+    return path
 
 
 def _state_dict(folder):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.backends.base import BackendOptions
+from actors.backends.common import refuse_other_formats
 from sut.errors import ConfigError
 
 EXTRA = "torch"
@@ -103,6 +104,7 @@ class PyTorchBackend:
 
     def _load(self, path: Path, options: BackendOptions):
         torch = self.torch
+        refuse_other_formats(path, "pytorch", "a PyTorch model")
         try:
             return "torchscript", torch.jit.load(str(path), map_location="cpu").eval()
         except RuntimeError:
@@ -111,9 +113,9 @@ class PyTorchBackend:
             return "torch.export", torch.export.load(str(path)).module()
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - torch's own text suggests unsafe unpickling
             raise ConfigError(f"--model {path}: not a TorchScript file, an exported program "
-                              f"(.pt2) or a state dict ({error}). Is it a model for another "
+                              "(.pt2) or a state dict of tensors. Is it a model for another "
                               "framework?") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
