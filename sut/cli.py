@@ -138,6 +138,10 @@ def resolve_args(args: argparse.Namespace):
     config = dataclasses.replace(config, notes=tuple(notes))
     images = get_dataset(config.dataset).list_samples(config.dataset_path, config.dataset_list,
                                                       config.count)
+    if config.performance_sample_count and config.performance_sample_count > len(images):
+        raise ConfigError(f"--performance-sample-count {config.performance_sample_count}: the "
+                          f"run lists only {len(images)} samples. Give at most that many, or "
+                          "leave it to LoadGen's rule for the model.")
     return config, images
 
 

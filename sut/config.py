@@ -134,6 +134,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     device = args.device or ("gpu" if gpus else "cpu")
     if device == "gpu" and not gpus:
         raise ConfigError("--device gpu needs --gpus N (one worker per GPU)")
+    torch_only = [flag for flag, used in (
+        (f"--precision {args.precision}", args.precision != "fp32"), ("--compile", args.compile),
+        ("--channels-last", args.channels_last), ("--cuda-graphs", args.cuda_graphs)) if used]
+    if torch_only and backend in BACKENDS and backend not in ("pytorch", "pytorch-native"):
+        raise ConfigError(f"{' '.join(torch_only)}: only --backend pytorch has it; --backend "
+                          f"{backend} would ignore it. Drop it, or run a PyTorch model.")
     if args.cuda_graphs and device != "gpu":
         raise ConfigError("--cuda-graphs needs a GPU: add --gpus N (CUDA graphs replay on the "
                           "device), or drop the flag on the CPU")

@@ -302,3 +302,16 @@ def test_model_that_cannot_run_the_batch_names_the_model(cli, good_args, tmp_pat
     code, err = cli(*replace_flag(good_args, "--model", str(path)))
     assert code == EXIT_BAD_INPUT, err
     assert f"model {path}: a test inference" in err
+
+
+@pytest.mark.parametrize("extra", [["--precision", "fp16"], ["--compile"], ["--channels-last"]])
+def test_pytorch_only_flags_with_another_backend(cli, good_args, extra):
+    code, err = cli(*good_args, *extra)
+    assert code == EXIT_BAD_INPUT
+    assert extra[0] in err and "only --backend pytorch has it" in err
+
+
+def test_more_performance_samples_than_listed(cli, good_args, known_set):
+    code, err = cli(*good_args, "--performance-sample-count", "1000")
+    assert code == EXIT_BAD_INPUT
+    assert f"--performance-sample-count 1000: the run lists only {len(known_set.lines)}" in err
