@@ -25,6 +25,7 @@ from sut.cluster import WorkerPool, check_placement, connect
 from sut.completion import CompletionLoop
 from sut.config import RunConfig
 from sut.dispatch import Completer, Dispatcher, batch_id_counter
+from sut.errors import ConfigError, RunFailed
 from sut.ledger import CompletionLedger
 from sut.progress import progress_bar
 from sut.report import format_summary, summarize_test, write_results
@@ -161,7 +162,10 @@ def _never_raise(name: str, function, completer: Completer):
         try:
             function(*args)
         except Exception as error:  # noqa: BLE001 - reported through the abort
-            log.exception("%s failed", name)
+            if isinstance(error, (ConfigError, RunFailed)):
+                log.error("%s failed: %s", name, error)  # a message already, no traceback
+            else:
+                log.exception("%s failed", name)
             completer.abort(f"{name} failed: {type(error).__name__}: {error}")
 
     return callback
