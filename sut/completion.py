@@ -50,6 +50,7 @@ class CompletionLoop:
         # can go to the one we are not waiting on, stalling the path by a whole drain timeout.
         pending = aggregator.drain.remote(_DRAIN_WAIT_S)
         last_check = last_progress = time.monotonic()
+        warned = False
         try:
             while not self._stop.is_set():
                 items = ray.get(pending)
@@ -58,7 +59,14 @@ class CompletionLoop:
                     self._completer.handle(item)
                 now = time.monotonic()
                 if items or not self._ledger.outstanding_batches():
-                    last_progress = now
+                    last_progress, warned = now, False
+                elif (not warned and now - last_progress > self._stall_timeout_s / 10
+                      and not self._completer.aborted):
+                    warned = True
+                    log.warning("no result for %.0f s with %d samples outstanding (a stuck "
+                                "backend?); the run ends if none comes within %.0f s",
+                                now - last_progress, self._ledger.outstanding_samples(),
+                                self._stall_timeout_s)
                 elif now - last_progress > self._stall_timeout_s and not self._completer.aborted:
                     self._completer.abort(f"no result for {self._stall_timeout_s:.0f} s with "
                                           f"{self._ledger.outstanding_samples()} samples "

@@ -196,3 +196,43 @@ def test_losing_the_aggregator_mid_run_fails_the_run_cleanly(plan, known_set, ra
     assert (output / "mlperf_log_summary.txt").is_file()
     results = json.loads((output / "results.json").read_text())
     assert "ActorDiedError" in results["tests"][0]["error"]
+
+
+def test_a_stalled_run_warns_then_ends_with_the_reason(ray_address, caplog):
+    """A backend that never answers (and never dies): the completion loop warns after a tenth
+    of the stall timeout and then aborts, so LoadGen is answered instead of waiting forever."""
+    import logging
+
+    import numpy as np
+    import ray
+
+    from actors.aggregator import AggregatorActor
+    from actors.messages import Batch
+    from sut.completion import CompletionLoop
+    from sut.dispatch import Completer
+    from sut.ledger import CompletionLedger
+
+    class StandInPool:  # the aggregator is real; no worker is ever lost
+        aggregator = ray.remote(AggregatorActor).options(num_cpus=0, max_concurrency=4).remote()
+        lost_workers: list = []
+
+        def check_workers(self):
+            return []
+
+        def live_workers(self):
+            return 1
+
+    ledger, completed = CompletionLedger(), []
+    ledger.record([Batch(0, np.arange(3, dtype=np.uint64), np.arange(3, dtype=np.int64))])
+    completer = Completer(ledger, lambda batch, data, offsets: completed.append(batch.batch_id),
+                          lambda batches: None)
+    with caplog.at_level(logging.WARNING, logger="sut.completion"):
+        loop = CompletionLoop(StandInPool(), completer, ledger, stall_timeout_s=3.0).start()
+        deadline = time.monotonic() + 30
+        while not completer.aborted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert loop.stop()
+    assert "no result for 3 s with 3 samples outstanding" in completer.abort_reason
+    assert completed == [0]  # answered (empty) so LoadGen can finish
+    warnings = [r.getMessage() for r in caplog.records if "stuck backend" in r.getMessage()]
+    assert len(warnings) == 1 and "3 samples outstanding" in warnings[0]
