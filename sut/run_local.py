@@ -70,21 +70,23 @@ USAGE = (f"usage: scripts/run_local.sh {'|'.join(BACKEND_WORDS)} "
 
 def sut_argv(words: list[str], env: Mapping[str, str]) -> list[str]:
     """The launcher's words and environment -> the `python -m sut` command line."""
-    backend, model, device = "tf", "resnet50", "cpu"  # the reference's defaults
+    chosen = {"backend": "tf", "model": "resnet50", "device": "cpu"}  # the reference's defaults
+    given: dict[str, str] = {}
     position = 0
     while position < len(words) and not words[position].startswith("-"):
         word = words[position]
-        if word in BACKEND_WORDS:
-            backend = word
-        elif word in MODEL_WORDS:
-            model = word
-        elif word in DEVICE_WORDS:
-            device = word
+        kind = ("backend" if word in BACKEND_WORDS else "model" if word in MODEL_WORDS
+                else "device" if word in DEVICE_WORDS else None)
+        if kind and given.get(kind, word) != word:
+            raise ConfigError(f"two {kind}s, {given[kind]!r} and {word!r}: give one. {USAGE}")
+        if kind:
+            chosen[kind] = given[kind] = word
         elif word in OTHER_REFERENCE_WORDS:
             raise ConfigError(f"{word!r}: the reference has it, this SUT does not. {USAGE}")
         else:
             raise ConfigError(f"{word!r} is no backend, model or device here. {USAGE}")
         position += 1
+    backend, model, device = chosen["backend"], chosen["model"], chosen["device"]
     flags = words[position:]
     _refuse_words_among_flags(flags)
     for variable in ("MODEL_DIR", "DATA_DIR"):

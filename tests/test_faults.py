@@ -80,29 +80,46 @@ def test_every_worker_killed_ends_the_run_non_zero_in_bounded_time(run_known, pl
     assert (run.output / "mlperf_log_detail.txt").is_file(), "LoadGen's logs so far are kept"
 
 
-def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, known_set, ray_address,
-                                                                  cache_dir, short_user_conf,
-                                                                  tmp_path):
+@pytest.fixture
+def start_sut(known_set, ray_address, cache_dir, short_user_conf, tmp_path):
+    """Start `python -m sut` on the known set in a process of its own (a signal or a kill needs
+    one), Offline; returns (process, output folder)."""
     import os
-    import signal
     import subprocess
     import sys
 
     from conftest import REPO
 
-    model = plan(sleep_s=0.3)  # slow enough that the run is still going when we interrupt
-    output = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir", str(cache_dir),
-         "--output", str(output), "--profile", "resnet50-onnxruntime", "--backend", FAULTY,
-         "--model", model, "--dataset-path", str(known_set.dataset_path), "--scenario",
-         "Offline", "--max-batchsize", "1", "--time", "60", "--qps", "100",
-         "--user_conf", str(short_user_conf)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
-    deadline = time.monotonic() + 120
-    while not (output / "mlperf_log_detail.txt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)  # LoadGen has started once its detail log exists
+    def start(model: str, *extra: str):
+        output = tmp_path / "out"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir",
+             str(cache_dir), "--output", str(output), "--profile", "resnet50-onnxruntime",
+             "--backend", FAULTY, "--model", model, "--dataset-path",
+             str(known_set.dataset_path), "--scenario", "Offline", "--user_conf",
+             str(short_user_conf), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
+        return process, output
+
+    return start
+
+
+def _wait_for(path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+# A run slow enough to be still going when the test steps in.
+_LONG_RUN = ("--max-batchsize", "1", "--time", "60", "--qps", "100")
+
+
+def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, start_sut):
+    import signal
+
+    process, output = start_sut(plan(sleep_s=0.3), *_LONG_RUN)
+    _wait_for(output / "mlperf_log_detail.txt")  # LoadGen has started once its detail log exists
     time.sleep(2)
     interrupted_at = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -124,31 +141,14 @@ def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, known_set,
     assert not alive, "the workers are shut down"
 
 
-def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, known_set, ray_address,
-                                                             cache_dir, short_user_conf,
-                                                             tmp_path):
+def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, start_sut, tmp_path):
     """Before the first test there is no LoadGen test to abort: the start-up itself stops,
     well before the forced exit (interrupts.GRACE_S), and no test begins."""
-    import os
     import signal
-    import subprocess
-    import sys
-
-    from conftest import REPO
 
     started = tmp_path / "started"
-    model = plan(startup_s=60, started=str(started))
-    output = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir", str(cache_dir),
-         "--output", str(output), "--profile", "resnet50-onnxruntime", "--backend", FAULTY,
-         "--model", model, "--dataset-path", str(known_set.dataset_path), "--scenario",
-         "Offline", "--user_conf", str(short_user_conf)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
-    deadline = time.monotonic() + 120
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    process, output = start_sut(plan(startup_s=60, started=str(started)))
+    _wait_for(started)
     interrupted_at = time.monotonic()
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=90)
@@ -158,33 +158,17 @@ def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, known_set, ra
     assert not (output / "mlperf_log_detail.txt").exists(), "no LoadGen test started"
 
 
-def test_losing_the_aggregator_mid_run_fails_the_run_cleanly(plan, known_set, ray_address,
-                                                            cache_dir, short_user_conf, tmp_path):
+def test_losing_the_aggregator_mid_run_fails_the_run_cleanly(plan, start_sut):
     """The aggregator is not replaceable: losing it ends the run FAILED (exit 3) with LoadGen's
     logs written, and the driver does not crash (a completion thread that ended while LoadGen
     still ran used to take LoadGen's logger down with it: SIGSEGV)."""
     import os
     import signal
-    import subprocess
-    import sys
 
     from ray._private import state
 
-    from conftest import REPO
-
-    model = plan(sleep_s=0.2)
-    output = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sut", "--address", ray_address, "--cache_dir", str(cache_dir),
-         "--output", str(output), "--profile", "resnet50-onnxruntime", "--backend", FAULTY,
-         "--model", model, "--dataset-path", str(known_set.dataset_path), "--scenario",
-         "Offline", "--max-batchsize", "1", "--time", "60", "--qps", "100",
-         "--user_conf", str(short_user_conf)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")])))
-    deadline = time.monotonic() + 120
-    while not (output / "mlperf_log_detail.txt").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    process, output = start_sut(plan(sleep_s=0.2), *_LONG_RUN)
+    _wait_for(output / "mlperf_log_detail.txt")
     time.sleep(2)
     aggregators = [actor for actor in state.actors().values()
                    if actor["State"] == "ALIVE" and actor["ActorClassName"] == "AggregatorActor"]

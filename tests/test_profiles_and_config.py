@@ -170,6 +170,8 @@ def test_run_local_maps_the_reference_words_to_a_profile_a_model_file_and_the_fl
      "resnext50_32x4d_fpn.pth is a pickled module"),
     (["tpu"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"}, "'tpu': the reference has it"),
     (["resnet5"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"}, "'resnet5' is no backend, model or"),
+    (["onnxruntime", "tf", "resnet50"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"},
+     "two backends, 'onnxruntime' and 'tf': give one"),
     (["--accuracy", "onnxruntime"], {"MODEL_DIR": "/m", "DATA_DIR": "/d"},
      "'onnxruntime' after the flags: put backend, model and device first"),
     (["gpu"], {"MODEL_DIR": "/m", "DATA_DIR": "/d", "GPUS": "0"}, "$GPUS '0'"),
