@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,10 +117,16 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
             raise ConfigError(f"{flag} {path}: no such file.")
         if path:
             try:
-                Path(path).read_text(encoding="utf-8")
+                text = Path(path).read_text(encoding="utf-8")
             except UnicodeDecodeError:
                 raise ConfigError(f"{flag} {path} is not a UTF-8 text file: give LoadGen's "
                                   "'key = value' config lines.") from None
+            # LoadGen skips lines it cannot parse: an audit file of none would audit nothing.
+            if flag == "--audit_conf" and not re.search(r"^\s*[\w*-]+\.[\w*]+\.\w+\s*=\s*\S",
+                                                        text, re.MULTILINE):
+                raise ConfigError(f"{flag} {path} has no 'model.scenario.key = value' line "
+                                  "(e.g. '*.*.accuracy_log_probability = 0.1'): is it the "
+                                  "compliance test's audit.config?")
     max_batchsize = _first(args.max_batchsize, profile.max_batchsize, DEFAULTS.max_batchsize)
     _check_positive("--max-batchsize", max_batchsize)
     for flag in ("count", "threads", "workers", "performance_sample_count", "time", "qps",

@@ -315,3 +315,23 @@ def test_more_performance_samples_than_listed(cli, good_args, known_set):
     code, err = cli(*good_args, "--performance-sample-count", "1000")
     assert code == EXIT_BAD_INPUT
     assert f"--performance-sample-count 1000: the run lists only {len(known_set.lines)}" in err
+
+
+def test_audit_conf_without_a_setting(cli, good_args, tmp_path):
+    """LoadGen skips lines it cannot parse, so a wrong file would audit nothing, silently."""
+    garbage = tmp_path / "audit.config"
+    garbage.write_text("this is not an audit config\n")
+    code, err = cli(*good_args, "--audit_conf", str(garbage))
+    assert code == EXIT_BAD_INPUT
+    assert f"--audit_conf {garbage} has no 'model.scenario.key = value' line" in err
+
+
+def test_a_compliance_audit_config_is_accepted(good_args, tmp_path):
+    from sut.cli import build_parser
+    from sut.config import resolve_config
+
+    audit = tmp_path / "audit.config"
+    audit.write_text("# TEST01\n*.*.mode = 2\nresnet50.*.accuracy_log_sampling_target = 128\n")
+    args = build_parser().parse_args([*good_args, "--audit_conf", str(audit)])
+    args.scenario = args.scenario or "SingleStream"
+    assert resolve_config(args).audit_conf == str(audit)
