@@ -60,7 +60,14 @@ def load_annotations(path: Path) -> dict:
         if not isinstance(content, dict) or not isinstance(content.get(key), list):
             raise ConfigError(f"annotations file {path} has no '{key}' list: is it a COCO-format "
                               "instances file?")
+    for number, image in enumerate(content["images"]):
+        if not (isinstance(image, dict) and all(key in image for key in _IMAGE_KEYS)):
+            raise ConfigError(f"annotations file {path}: images[{number}] lacks one of "
+                              f"{list(_IMAGE_KEYS)}: is it a COCO-format instances file?")
     return content
+
+
+_IMAGE_KEYS = ("id", "file_name", "width", "height")
 
 
 def non_empty_image_ids(content: dict) -> set[int]:

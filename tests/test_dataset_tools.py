@@ -481,7 +481,9 @@ def test_detection_tools_refuse_a_bad_log(tmp_path, script, case):
 @pytest.mark.parametrize("script", sorted(DETECTION_TOOLS))
 @pytest.mark.parametrize("annotations, named", [
     (None, ["not found"]), ("not json", ["not readable JSON"]),
-    ('{"images": []}', ["no 'annotations' list"])], ids=["missing", "garbage", "not COCO"])
+    ('{"images": []}', ["no 'annotations' list"]),
+    ('{"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [], "categories": []}',
+     ["images[0] lacks one of"])], ids=["missing", "garbage", "not COCO", "no image size"])
 def test_detection_tools_name_their_own_dataset_flag(tmp_path, script, annotations, named):
     flag, relative = DETECTION_TOOLS[script]
     log = write_log(tmp_path / "log.json", (0, GOOD_BOXES))
