@@ -177,12 +177,21 @@ def _check_positive(flag: str, value) -> None:
 
 
 def check_writable_folder(flag: str, path: str) -> None:
-    """--output and --cache_dir: create the folder now, so a bad path fails before anything
-    starts rather than after the run."""
+    """--output and --cache_dir: a bad path fails now, before anything starts, not after the
+    run. A folder that does not exist yet is created to prove it can be, then removed again:
+    input refused later must leave nothing behind."""
+    target = Path(path)
+    missing = [folder for folder in (target, *target.parents) if not folder.exists()]
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"{flag} {path}: cannot create that folder ({error.strerror or error})."
                           " Give a writable folder.") from None
-    if not os.access(path, os.W_OK | os.X_OK):
+    finally:
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    if not missing and not os.access(target, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: folder is not writable. Give a writable folder.")
