@@ -182,7 +182,7 @@ class SampleSource:
             path = cached_file(self.folder, self.images.files[index])
             try:
                 loaded = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as error:  # damaged on disk (writes are atomic)
+            except (OSError, ValueError, EOFError) as error:  # damaged (writes are atomic)
                 raise ConfigError(f"pre-processed file {path} cannot be read ({error}); delete "
                                   "it to have it rebuilt from its image.") from None
             if loaded.shape != tuple(self.sample_shape):

@@ -53,7 +53,7 @@ def read_val_map(dataset_path: str | Path, list_path: str | Path | None = None,
                 if not line.strip():
                     continue
                 parts = re.split(r"\s+", line.strip())
-                if len(parts) != 2 or not parts[1].isdigit():
+                if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
                     raise ConfigError(f"{list_file}:{line_number}: expected '<file> <label>' "
                                       f"(label 0 or more), got {line.strip()[:80]!r}")
                 files.append(parts[0])

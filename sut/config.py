@@ -122,7 +122,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                 raise ConfigError(f"{flag} {path} is not a UTF-8 text file: give LoadGen's "
                                   "'key = value' config lines.") from None
             # LoadGen skips lines it cannot parse: an audit file of none would audit nothing.
-            if flag == "--audit_conf" and not re.search(r"^\s*[\w*-]+\.[\w*]+\.\w+\s*=\s*\S",
+            if flag == "--audit_conf" and not re.search(r"^\s*[\w*-]+\.[\w*]+\.\w+\s+=\s+\S",
                                                         text, re.MULTILINE):
                 raise ConfigError(f"{flag} {path} has no 'model.scenario.key = value' line "
                                   "(e.g. '*.*.accuracy_log_probability = 0.1'): is it the "
@@ -172,7 +172,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _check_positive(flag: str, value) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
+    if value is not None and not (value > 0 and (isinstance(value, int) or math.isfinite(value))):
         raise ConfigError(f"{flag} {value}: must be a positive number")
 
 

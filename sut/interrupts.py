@@ -7,8 +7,8 @@ our own. During a LoadGen test it aborts the test (LoadGen then gets every sampl
 returns) and the runner raises KeyboardInterrupt once LoadGen is done with its logs (raising it
 while LoadGen's logger still flushes crashes the process at exit); outside a test it raises
 KeyboardInterrupt in the main thread at once. Either way the worker pool is closed on the way
-out, and should the process still be alive after GRACE_S, it exits (after a short try at
-shutting Ray down, so no actor outlives it).
+out, and should the process still be alive after GRACE_S, it exits, ending the local Ray
+instance's processes it started first (its own children) so that no actor outlives it.
 
 `interrupt_main` alone does not stop a main thread that waits inside C code (ray.init, a
 ray.wait loop), so the long steps before LoadGen also call `stop_if_received` between waits.
@@ -21,12 +21,13 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
 
 GRACE_S = 20.0
-SHUTDOWN_WAIT_S = 5.0
+CHILDREN_WAIT_S = 0.5
 EXIT_INTERRUPTED = 130
 
 _abort_callbacks: list[Callable[[str], None]] = []
@@ -84,17 +85,58 @@ def _watch(signals) -> None:
 
 def _exit_now(name: str) -> None:
     print(f"\ninterrupted by {name}; exiting.", flush=True)
-    shutdown = threading.Thread(target=_shutdown_ray, name="ray-shutdown", daemon=True)
-    shutdown.start()
-    shutdown.join(SHUTDOWN_WAIT_S)
+    _end_child_processes()
     os._exit(EXIT_INTERRUPTED)
 
 
-def _shutdown_ray() -> None:
+def _end_child_processes() -> None:
+    """SIGTERM every process this one started (a local Ray instance: GCS, raylet, workers),
+    wait briefly, then SIGKILL what is left. Not ray.shutdown(): with the run's threads still
+    inside Ray it waits, and can end the process with Ray's own exit code. A driver joined to a
+    cluster has no such children; the cluster ends the job's actors itself."""
     try:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+        children = _descendants(os.getpid())
+        for pid in children:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + CHILDREN_WAIT_S
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.05)
+        for pid in children:
+            _signal(pid, signal.SIGKILL)
     except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below root, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:
         pass

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from sut.cli import EXIT_BAD_INPUT, main
+from sut.errors import ConfigError
 
 
 @pytest.fixture
@@ -317,10 +318,12 @@ def test_more_performance_samples_than_listed(cli, good_args, known_set):
     assert f"--performance-sample-count 1000: the run lists only {len(known_set.lines)}" in err
 
 
-def test_audit_conf_without_a_setting(cli, good_args, tmp_path):
-    """LoadGen skips lines it cannot parse, so a wrong file would audit nothing, silently."""
+@pytest.mark.parametrize("text", ["this is not an audit config\n", "*.*.mode=2\n"])
+def test_audit_conf_without_a_setting(cli, good_args, tmp_path, text):
+    """LoadGen skips lines it cannot parse (it needs spaces around '='), so a wrong file
+    would audit nothing, silently."""
     garbage = tmp_path / "audit.config"
-    garbage.write_text("this is not an audit config\n")
+    garbage.write_text(text)
     code, err = cli(*good_args, "--audit_conf", str(garbage))
     assert code == EXIT_BAD_INPUT
     assert f"--audit_conf {garbage} has no 'model.scenario.key = value' line" in err
@@ -335,3 +338,11 @@ def test_a_compliance_audit_config_is_accepted(good_args, tmp_path):
     args = build_parser().parse_args([*good_args, "--audit_conf", str(audit)])
     args.scenario = args.scenario or "SingleStream"
     assert resolve_config(args).audit_conf == str(audit)
+
+
+def test_a_huge_whole_number_is_not_a_crash():
+    from sut.config import _check_positive
+
+    _check_positive("--count", 10 ** 400)  # float() of it would overflow
+    with pytest.raises(ConfigError, match="--count -5"):
+        _check_positive("--count", -5)

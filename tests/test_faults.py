@@ -220,3 +220,36 @@ def test_a_stalled_run_warns_then_ends_with_the_reason(ray_address, caplog):
     assert completed == [0]  # answered (empty) so LoadGen can finish
     warnings = [r.getMessage() for r in caplog.records if "stuck backend" in r.getMessage()]
     assert len(warnings) == 1 and "3 samples outstanding" in warnings[0]
+
+
+def test_the_forced_exit_ends_the_processes_it_started(tmp_path):
+    """The last resort after Ctrl-C (os._exit) must not leave a local Ray instance behind: it
+    ends its own child processes first, grandchildren included, and exits 130."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    pids = tmp_path / "pids"
+    script = (
+        "import subprocess, sys\n"
+        "from sut import interrupts\n"
+        "child = subprocess.Popen(['bash', '-c', 'sleep 300 & echo $! > " + str(pids) + "; "
+        "wait'])\n"
+        "import time; time.sleep(0.5)\n"
+        "open(" + repr(str(pids)) + ", 'a').write(f'{child.pid}\\n')\n"
+        "interrupts._exit_now('SIGINT')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert done.returncode == 130, done.stderr
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) == 2  # the sleep (a grandchild) and bash (a child)
+    time.sleep(0.2)
+    for pid in started:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        assert state == "Z", f"process {pid} still running"  # a zombie is gone, not reaped

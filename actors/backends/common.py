@@ -69,7 +69,10 @@ def predict_in_fixed_chunks(run, batch: np.ndarray, size: int | None) -> list[np
 def refuse_other_formats(path: Path, backend: str, wanted: str) -> None:
     """Files of other frameworks, recognised by their first bytes or suffix, get a message
     naming the backend that reads them."""
-    head = path.read_bytes()[:8] if path.is_file() else b""
+    head = b""
+    if path.is_file():
+        with open(path, "rb") as handle:
+            head = handle.read(8)
     if head.startswith(b"PK\x03\x04") and "pytorch" not in backend:
         raise ConfigError(f"--model {path} is a zip archive (a TorchScript or .pt2 file?), not "
                           f"{wanted}. Use --backend pytorch for PyTorch files.")
