@@ -49,13 +49,20 @@ def prepare_samples(config: RunConfig, images: ImageList, show_progress: bool) -
     return SampleSource(folder, images, spec.sample_shape(config.data_format), spec.stored_dtype)
 
 
-def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dict:
-    """Run every test of the config; returns the results dict (also written as results.json)."""
+def start_session(config: RunConfig, images: ImageList, show_progress: bool) -> SampleSource:
+    """Join or start Ray, check the placement, pre-process: what every job does before its
+    workers start. A Ctrl-C in between stops it here (KeyboardInterrupt)."""
     connect(config)
     interrupts.stop_if_received()
     check_placement(config)
     source = prepare_samples(config, images, show_progress)
     interrupts.stop_if_received()
+    return source
+
+
+def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dict:
+    """Run every test of the config; returns the results dict (also written as results.json)."""
+    source = start_session(config, images, show_progress)
     output = Path(config.output)
     results: dict = {"notes": list(config.notes), "tests": [], "setup": _setup(config)}
     batch_ids = batch_id_counter()

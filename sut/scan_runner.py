@@ -24,7 +24,7 @@ import numpy as np
 
 from sut import interrupts, loadgen_bridge
 from sut.batching import server_batch_timeout_s
-from sut.cluster import WorkerPool, check_placement, connect
+from sut.cluster import WorkerPool
 from sut.completion import CompletionLoop
 from sut.config import RunConfig
 from sut.dispatch import Completer, Dispatcher, batch_id_counter
@@ -32,7 +32,7 @@ from sut.errors import RunFailed
 from sut.ledger import CompletionLedger
 from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arrival_times,
                           final_result, find_max_qps)
-from sut.runner import prepare_samples, run_test
+from sut.runner import run_test, start_session
 from sut.shared_samples import SharedSamples
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,7 @@ def first_images(images, count: int):
 
 def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: bool = True) -> dict:
     """All stages; returns (and writes to <output>/qps_scan.json) what they found."""
-    connect(config)
-    interrupts.stop_if_received()
-    check_placement(config)
-    source = prepare_samples(config, images, show_progress)
-    interrupts.stop_if_received()
+    source = start_session(config, images, show_progress)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     batch_ids = batch_id_counter()
