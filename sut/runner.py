@@ -81,8 +81,7 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
                 break
     results["results_file"] = str(output / "results.json")
     write_results(results, output)
-    if interrupts.received():
-        raise KeyboardInterrupt
+    interrupts.stop_if_received()
     return results
 
 

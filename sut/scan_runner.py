@@ -110,8 +110,7 @@ def _accuracy_stage(config, pool, images, source, options, test_dir, batch_ids) 
     settings = loadgen_bridge.build_settings(accuracy_config)
     outcome = run_test(accuracy_config, pool, settings, "accuracy", subset, source, test_dir,
                        batch_ids)
-    if interrupts.received():
-        raise KeyboardInterrupt
+    interrupts.stop_if_received()
     if outcome.get("error"):
         raise RunFailed(f"accuracy stage: {outcome['error']}")
     return outcome.get("accuracy", {})
@@ -180,8 +179,7 @@ def _server_path(config, pool, batch_ids, complete, bound_s: float):
                 ray.get(pool.queue.clear.remote())
                 ledger.close_all()
             stopped = completion.stop()
-        if interrupts.received():
-            raise KeyboardInterrupt
+        interrupts.stop_if_received()
         if completer.aborted:
             raise RunFailed(completer.abort_reason)
         if not stopped:
