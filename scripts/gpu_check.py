@@ -13,13 +13,21 @@ worker : InferenceWorker.infer on uint8 samples: gather rows, normalise (imagene
 ratio  : worker / raw, per configuration (precision, channels_last, CUDA graphs), same process
 Also checks the answers: the worker's class ids equal the raw loop's (same precision), and CUDA
 graphs give the eager model's.
+
+Then, where mlperf_loadgen is installed, one LoadGen Offline test with the fastest
+configuration: the driver's own Dispatcher, CompletionLedger and Completer and LoadGen's
+settings for resnet50, with Ray's queue and actors replaced by one in-process serving thread
+(what each GPU's worker actor runs). Its samples/s over the raw loop's is the harness's share.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import queue
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.backends import BackendOptions  # noqa: E402
-from actors.messages import Batch  # noqa: E402
+from actors.messages import Batch, BatchFailure  # noqa: E402
 from actors.worker import InferenceWorker  # noqa: E402
 from datasets.registry import get_dataset  # noqa: E402
 
@@ -43,6 +51,12 @@ def parse(argv):
     parser.add_argument("--seconds", type=float, default=8.0, help="timed span per measurement")
     parser.add_argument("--configs", default="fp32,fp16,fp16+cl,bf16+cl,fp16+cl+graphs",
                         help="precision[+cl][+graphs], comma separated")
+    parser.add_argument("--offline-seconds", type=int, default=10,
+                        help="length of the LoadGen Offline test (0: none)")
+    parser.add_argument("--output", default=None,
+                        help="folder for LoadGen's logs (default: a temporary folder)")
+    parser.add_argument("--offline-min-samples", type=int, default=None,
+                        help="fewer samples than the rules' 24576 in the Offline query (CPU tries)")
     return parser.parse_args(argv)
 
 
@@ -71,6 +85,57 @@ def raw_loop(torch, model, normalized: np.ndarray, batch: int, device, dtype, ch
     return step
 
 
+def loadgen_offline(worker: InferenceWorker, sample_count: int, batch: int,
+                    expected_qps: float, seconds: int, output: str,
+                    min_samples: int | None = None) -> dict:
+    """One LoadGen Offline performance test through the driver's dispatch code and `worker`."""
+    from sut import loadgen_bridge
+    from sut.config import RunConfig
+    from sut.dispatch import Completer, Dispatcher, batch_id_counter
+    from sut.ledger import CompletionLedger
+    from sut.report import summarize_test
+
+    pending: queue.Queue = queue.Queue()
+
+    def send(batches):
+        for item in batches:
+            pending.put(item)
+
+    def serve():
+        while (item := pending.get()) is not None:
+            try:
+                result = worker.infer(item)
+            except Exception as error:  # noqa: BLE001 - the Completer retries, then aborts
+                result = BatchFailure(item.batch_id, worker.worker_id, repr(error))
+            completer.handle(result)
+
+    ledger = CompletionLedger()
+    completer = Completer(ledger, loadgen_bridge.complete_samples, resend=send)
+    dispatcher = Dispatcher("Offline", batch, ledger, send, completer, live_workers=lambda: 1,
+                            batch_ids=batch_id_counter())
+    config = RunConfig(model="", dataset_path="", backend="pytorch", dataset=DATASET,
+                       data_format="NCHW", model_name="resnet50", scenario="Offline",
+                       max_batchsize=batch, qps=expected_qps, time_s=seconds,
+                       performance_sample_count=sample_count)
+    settings = loadgen_bridge.build_settings(config)
+    if min_samples is not None:
+        settings.min_query_count = min_samples  # Offline: the query's least sample count
+    server = threading.Thread(target=serve, name="serve", daemon=True)
+    server.start()
+    worker.set_payloads(False)
+    try:
+        loadgen_bridge.run_test(settings, "performance", sample_count, sample_count,
+                                dispatcher.issue, dispatcher.flush, load=lambda indices: None,
+                                unload=lambda indices: None, output_dir=output)
+    finally:
+        pending.put(None)
+        server.join()
+    summary = summarize_test("Offline", "performance", output)
+    if completer.aborted:
+        summary["result"] = f"FAILED: {completer.abort_reason}"
+    return summary
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     import torch
@@ -94,6 +159,7 @@ def main(argv=None) -> int:
     batches = [np.arange(s, s + args.batch) for s in range(0, args.samples - args.batch + 1,
                                                           args.batch)]
     print(f"{'config':<18}{'raw samples/s':>15}{'worker samples/s':>18}{'ratio':>8}  answers")
+    best = None  # (worker samples/s, config, worker, raw samples/s)
     for config in args.configs.split(","):
         parts = config.split("+")
         precision, channels_last, graphs = parts[0], "cl" in parts, "graphs" in parts
@@ -104,7 +170,8 @@ def main(argv=None) -> int:
         options = BackendOptions(model_path=str(folder / "resnet50.pth"), layout="NCHW",
                                  sample_shape=(3, 224, 224), device=device,
                                  model_name="resnet50", precision=precision,
-                                 channels_last=channels_last, cuda_graphs=graphs)
+                                 channels_last=channels_last, cuda_graphs=graphs,
+                                 max_batchsize=args.batch)
         worker = InferenceWorker("check", "pytorch", options, DATASET)
         worker.set_samples(samples, np.arange(args.samples))
         worker.set_payloads(False)
@@ -129,7 +196,23 @@ def main(argv=None) -> int:
         print(f"{config:<18}{raw_rate:>15.1f}{worker_rate:>18.1f}{worker_rate / raw_rate:>8.3f}"
               f"  {100 * agree:.1f}% equal")
         model = model.float().to(memory_format=torch.contiguous_format).cpu()
-    return 0
+        if best is None or worker_rate > best[0]:
+            best = (worker_rate, config, worker, raw_rate)
+        else:
+            del worker
+    if best is None or args.offline_seconds <= 0:
+        return 0
+    if importlib.util.find_spec("mlperf_loadgen") is None:
+        print("LoadGen Offline: skipped (mlperf_loadgen is not installed)")
+        return 0
+    worker_rate, config, worker, raw_rate = best
+    output = args.output or tempfile.mkdtemp(prefix="gpu-check-loadgen-")
+    summary = loadgen_offline(worker, args.samples, args.batch, worker_rate,
+                              args.offline_seconds, output, args.offline_min_samples)
+    rate = summary.get("value") or 0.0
+    print(f"LoadGen Offline, resnet50, {config}, batch {args.batch}: {rate:.1f} samples/s "
+          f"({summary.get('result')}), {rate / raw_rate:.3f} of the raw loop; logs in {output}")
+    return 0 if summary.get("result") == "VALID" else 1
 
 
 if __name__ == "__main__":
