@@ -19,7 +19,7 @@ from actors.backends import BackendOptions, create_backend
 from actors.batch_queue import QUEUE_CLOSED
 from actors.messages import Batch, BatchFailure, BatchResult
 from datasets.registry import get_dataset
-from sut.errors import ConfigError
+from sut.errors import ConfigError, first_line
 
 
 class InferenceWorker:
@@ -57,11 +57,10 @@ class InferenceWorker:
         except ConfigError:
             raise
         except Exception as error:  # noqa: BLE001 - the model cannot run what the run feeds it
-            first_line = (str(error).strip().splitlines() or [""])[0]
             raise ConfigError(f"model {options.model_path}: a test inference on a zero batch of "
                               f"2, shape {list(batch.shape)}, failed: {type(error).__name__}: "
-                              f"{first_line}. Check --inputs, --outputs, --data-format and the "
-                              "profile against the model.") from None
+                              f"{first_line(error)}. Check --inputs, --outputs, --data-format "
+                              "and the profile against the model.") from None
         problem = None
         if any(np.ndim(output) == 0 or len(output) != 2 for output in outputs):
             problem = ("output batch sizes "

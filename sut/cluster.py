@@ -17,7 +17,7 @@ from actors.batch_queue import BatchQueueActor
 from actors.worker import WorkerActor
 from datasets.registry import get_dataset
 from sut.config import RunConfig
-from sut.errors import ConfigError, RunFailed
+from sut.errors import ConfigError, RunFailed, first_line
 from sut.interrupts import stop_if_received
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def connect(config: RunConfig) -> None:
             ray.init(address=config.address, **common)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigError(f"--address {config.address}: cannot join a Ray cluster there "
-                              f"({str(error).strip().splitlines()[0]}). Start one (ray start "
+                              f"({first_line(error)}). Start one (ray start "
                               "--head, or ray up cluster.yaml) or drop --address to run on a "
                               "local Ray instance.") from None
     else:
@@ -225,7 +225,7 @@ class WorkerPool:
                 answered += 1
             except ray.exceptions.RayActorError as error:
                 log.error("%s unreachable during %s: %s", worker_id, method,
-                          str(error).strip().splitlines()[0])
+                          first_line(error))
         if not answered:
             raise RunFailed(f"no worker answered {method}: all {len(refs)} are gone")
 
@@ -246,7 +246,7 @@ class WorkerPool:
                 ray.get(ref)
                 why = "its serving loop ended"
             except Exception as error:  # actor died: process killed, OOM, node lost
-                why = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+                why = f"{type(error).__name__}: {first_line(error)}"
             self.workers.pop(worker_id, None)
             returned = ray.get(self.queue.release_worker.remote(worker_id))
             log.error("lost %s (%s); %d batch(es) returned to the queue", worker_id, why,

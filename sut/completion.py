@@ -12,6 +12,7 @@ import threading
 import time
 
 from sut.dispatch import Completer
+from sut.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,8 @@ class CompletionLoop:
                 self._completer.handle(item)
         except BaseException as error:  # noqa: BLE001 - any failure here must end the run
             self.error = error
-            first_line = (str(error).strip().splitlines() or [""])[0]
             self._completer.abort(f"the completion path failed: {type(error).__name__}: "
-                                  f"{first_line}")
+                                  f"{first_line(error)}")
             # This thread answered samples, so LoadGen keeps a logger for it: ending the thread
             # while LoadGen still runs crashes LoadGen (TlsLogger::SwapBuffers). Stay until the
             # test is over and stop() is called.

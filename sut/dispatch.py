@@ -21,6 +21,7 @@ import numpy as np
 
 from actors.messages import Batch, BatchFailure, BatchResult
 from sut.batching import DynamicBatcher, split_into_batches
+from sut.errors import first_line
 from sut.ledger import CompletionLedger
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Completer:
             self._resend([batch])
         else:
             self.abort(f"batch {failure.batch_id} failed {attempts} times; last error on worker "
-                       f"{failure.worker_id}: {failure.error.strip().splitlines()[0]}")
+                       f"{failure.worker_id}: {first_line(failure.error)}")
 
     def abort(self, reason: str) -> None:
         """Stop the run: complete everything outstanding with empty answers (LoadGen needs every

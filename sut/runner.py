@@ -25,7 +25,7 @@ from sut.cluster import WorkerPool, check_placement, connect
 from sut.completion import CompletionLoop
 from sut.config import RunConfig
 from sut.dispatch import Completer, Dispatcher, batch_id_counter
-from sut.errors import ConfigError, RunFailed
+from sut.errors import ConfigError, RunFailed, first_line
 from sut.ledger import CompletionLedger
 from sut.progress import progress_bar
 from sut.report import format_summary, summarize_test, write_results
@@ -149,7 +149,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     outcome["samples_stored_on_nodes"] = shared.stored_on_nodes
     faults = [f"{worker} lost: {why}" for worker, why in pool.lost_workers]
     failures = pool.failures()
-    faults += [f"batch {batch_id} failed on {worker}: {error.strip().splitlines()[0]}"
+    faults += [f"batch {batch_id} failed on {worker}: {first_line(error)}"
                for batch_id, worker, error in failures]
     if faults:
         outcome["faults"] = faults

@@ -28,7 +28,7 @@ from sut.cluster import WorkerPool
 from sut.completion import CompletionLoop
 from sut.config import RunConfig
 from sut.dispatch import Completer, Dispatcher, batch_id_counter
-from sut.errors import RunFailed
+from sut.errors import RunFailed, first_line
 from sut.ledger import CompletionLedger
 from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arrival_times,
                           final_result, find_max_qps)
@@ -83,7 +83,7 @@ def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: boo
         results["bounds"] = [_bound_json(bound, options.percentile) for bound in bounds]
         results["final_result"] = final_result(bounds)
         results["faults"] = [f"{worker} lost: {why}" for worker, why in pool.lost_workers] + [
-            f"batch {batch_id} failed on {worker}: {error.strip().splitlines()[0]}"
+            f"batch {batch_id} failed on {worker}: {first_line(error)}"
             for batch_id, worker, error in pool.failures()]
         (output / "qps_scan.json").write_text(json.dumps(results, indent=2, default=str))
 

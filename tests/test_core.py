@@ -125,6 +125,16 @@ def test_completer_retries_a_failed_batch_then_aborts_and_closes_everything_out(
     assert set(recorder.payloads.values()) == {None}
 
 
+@pytest.mark.parametrize("error, reason_ends", [("", "on worker w: "),
+                                                ("\n  first\nsecond", "on worker w: first")])
+def test_an_abort_reason_is_the_first_line_of_any_error_text(error, reason_ends):
+    ledger, recorder, resent = CompletionLedger(), Recorder(), []
+    completer = Completer(ledger, recorder, resent.extend, max_attempts=1)
+    ledger.record([make_batch(0, [0])])
+    completer.handle(BatchFailure(0, "w", error))  # an empty message too (some frameworks)
+    assert completer.abort_reason.endswith(reason_ends) and recorder.completed == [1000]
+
+
 def test_failure_for_a_batch_already_answered_is_ignored():
     ledger, recorder, resent = CompletionLedger(), Recorder(), []
     completer = Completer(ledger, recorder, resent.extend)

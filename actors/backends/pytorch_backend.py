@@ -16,7 +16,7 @@ import numpy as np
 
 from actors.backends.base import BackendOptions
 from actors.backends.common import refuse_other_formats
-from sut.errors import ConfigError
+from sut.errors import ConfigError, first_line
 
 EXTRA = "torch"
 
@@ -140,7 +140,7 @@ class PyTorchBackend:
             model.load_state_dict(state)
         except RuntimeError as error:
             raise ConfigError(f"--model {path}: its weights do not fit {model_name} "
-                              f"({str(error).splitlines()[0]})") from None
+                              f"({first_line(error)})") from None
         return model.eval()
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:

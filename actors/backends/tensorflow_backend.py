@@ -17,7 +17,7 @@ import numpy as np
 from actors.backends.base import BackendOptions
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks, refuse_other_formats)
-from sut.errors import ConfigError
+from sut.errors import ConfigError, first_line
 
 EXTRA = "tf"
 SIGNATURE = "serving_default"
@@ -112,7 +112,7 @@ class TensorFlowBackend:
                 lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
         except Exception as error:  # noqa: BLE001 - import errors come in many types
             raise ConfigError(f"--model {path}: tensorflow cannot import the graph "
-                              f"({str(error).splitlines()[0]}).") from None
+                              f"({first_line(error)}).") from None
         graph = wrapped.graph
         feed = self._graph_tensor(graph, options.inputs[0], path, "--inputs", placeholders)
         fetches = [self._graph_tensor(graph, name, path, "--outputs", self._sinks(graph_def))
@@ -150,7 +150,7 @@ class TensorFlowBackend:
             loaded = tf.saved_model.load(str(path))
         except Exception as error:  # noqa: BLE001
             raise ConfigError(f"--model {path}: tensorflow cannot load the SavedModel "
-                              f"({str(error).splitlines()[0]}).") from None
+                              f"({first_line(error)}).") from None
         if SIGNATURE not in loaded.signatures:
             raise ConfigError(f"--model {path}: the SavedModel has no {SIGNATURE!r} signature; "
                               f"it has {sorted(loaded.signatures)}. Re-export it with one.")

@@ -23,7 +23,7 @@ from actors.backends.base import BackendOptions
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks, refuse_other_formats)
 from sut.batching import batch_size_buckets
-from sut.errors import ConfigError
+from sut.errors import ConfigError, first_line
 
 EXTRA = "tflite"
 KEPT_BATCH_SIZES = 4  # interpreters kept, one per recent batch size (more with buckets)
@@ -81,7 +81,7 @@ class TfLiteBackend:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ConfigError(f"--model {path}: LiteRT cannot load it "
-                              f"({str(error).splitlines()[0]}).") from None
+                              f"({first_line(error)}).") from None
         self._bind(interpreter, options, path)
         # Padded batch sizes; none for a fixed-batch model or an unknown --max-batchsize.
         self.buckets = (batch_size_buckets(options.max_batchsize)
