@@ -2,13 +2,13 @@
 
 `InferenceWorker` is the plain core: it holds one backend session and a read-only view of the
 loaded samples, and turns a Batch into a BatchResult (gather rows -> normalise to float32 ->
-infer -> post-process). `WorkerActor` adds the serving loop that pulls batches from the queue,
-keeps one batch prefetched so the device never waits on Ray, and pushes results to the
-aggregator.
+infer -> post-process). `WorkerActor` is that as a Ray actor: the driver calls its
+`run_batches` and gets the results as the call's value (sut/scheduler.py says why).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from dataclasses import replace
@@ -16,7 +16,6 @@ from dataclasses import replace
 import numpy as np
 
 from actors.backends import BackendOptions, create_backend
-from actors.batch_queue import QUEUE_CLOSED
 from actors.messages import Batch, BatchFailure, BatchResult
 from datasets.registry import get_dataset
 from sut.errors import ConfigError, first_line
@@ -37,7 +36,9 @@ class InferenceWorker:
         self._device_normalizes = False
         table = self._spec.normalization_table(options.layout)
         hook = getattr(self._backend, "normalize_on_device", None)
-        if options.device == "gpu" and table is not None and hook is not None:
+        # (The null backend does it everywhere: it never reads the values.)
+        on_device = options.device == "gpu" or backend_name == "null"
+        if on_device and table is not None and hook is not None:
             self._device_normalizes = bool(hook(table, options.layout))
         self._check_outputs(options)
         if options.device == "gpu":
@@ -46,6 +47,8 @@ class InferenceWorker:
         # a half-updated view.
         self._loaded: tuple[np.ndarray, np.ndarray, bool] | None = None
         self._want_payloads = False
+        # One batch on the device at a time; gathering and post-processing run beside it.
+        self._device_lock = threading.Lock()
 
     def _check_outputs(self, options: BackendOptions) -> None:
         """One inference on a zero batch of 2 at startup: outputs whose shape does not fit the
@@ -143,9 +146,23 @@ class InferenceWorker:
             return gathered
         return self._spec.normalize(gathered, self._layout, reuse=True)  # gathered is a copy
 
+    def run_batches(self, batches: list[Batch]) -> list[BatchResult | BatchFailure]:
+        """One call from the driver: each batch answered, or failed on its own (the driver
+        retries a failed batch or ends the run)."""
+        answers: list[BatchResult | BatchFailure] = []
+        for batch in batches:
+            try:
+                answers.append(self.infer(batch))
+            except Exception as error:  # noqa: BLE001 - reported to the driver
+                detail = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+                answers.append(BatchFailure(batch.batch_id, self.worker_id, detail))
+        return answers
+
     def infer(self, batch: Batch) -> BatchResult:
         started = time.perf_counter()
-        outputs = self._predict(self.inputs_for(batch))
+        inputs = self.inputs_for(batch)  # outside the lock: overlaps another call's inference
+        with self._device_lock:
+            outputs = self._predict(inputs)
         for output in outputs:
             if len(output) != len(batch):
                 raise RuntimeError(f"backend returned {len(output)} results for a batch of "
@@ -159,8 +176,10 @@ class InferenceWorker:
 
 
 class WorkerActor(InferenceWorker):
-    """The worker as a Ray actor. Create it with max_concurrency >= 2: `serve` runs for the
-    whole session on one thread while `set_samples` and friends arrive on another.
+    """The worker as a Ray actor. The driver calls `run_batches` in the actor's "serve"
+    concurrency group (two threads: while one call's batch runs on the device, the next
+    call's batch is gathered and copied); `set_samples` and the other control calls run in
+    the default group, one at a time.
 
     An error while building the backend (bad model, missing CUDA) does not kill the actor:
     `describe` reports it, so the driver can show the user the message without a traceback.
@@ -183,45 +202,3 @@ class WorkerActor(InferenceWorker):
         context = ray.get_runtime_context()
         return {**super().describe(), "node_id": context.get_node_id(),
                 "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()]}
-
-    def serve(self, queue, aggregator, poll_timeout_s: float = 1.0) -> int:
-        """Pull, infer, push until the queue closes. Returns the number of batches served.
-
-        A batch stays leased until the aggregator confirmed its result; only then is it acked
-        (on the next pull), so a crash at any point leaves the batch to be retried elsewhere.
-        """
-        import ray
-
-        served = 0
-        delivered: list[tuple[int, object]] = []  # (batch_id, ObjectRef of aggregator.submit)
-        next_item = queue.take.remote(self.worker_id, [], poll_timeout_s)
-        while True:
-            item = ray.get(next_item)
-            if isinstance(item, str) and item == QUEUE_CLOSED:
-                return served
-            acks, delivered = _confirmed(delivered)
-            next_item = queue.take.remote(self.worker_id, acks, poll_timeout_s)
-            if item is None:
-                continue
-            try:
-                result = self.infer(item)
-            except Exception as error:  # reported to the driver, which retries or aborts
-                detail = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-                result = BatchFailure(item.batch_id, self.worker_id, detail)
-            delivered.append((item.batch_id, aggregator.submit.remote(result)))
-            served += 1
-
-
-def _confirmed(delivered):
-    """Split (batch_id, ref) pairs into ids whose delivery finished and those still pending."""
-    if not delivered:
-        return [], delivered
-    import ray
-
-    refs = [ref for _, ref in delivered]
-    done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-    if not done:
-        return [], delivered
-    done_set = set(done)
-    acks = [batch_id for batch_id, ref in delivered if ref in done_set]
-    return acks, [(b, r) for b, r in delivered if r not in done_set]

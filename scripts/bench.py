@@ -1,18 +1,20 @@
-"""Benchmark: the raw backend against the SUT, side by side in one run, same model and data.
+"""Benchmark: the harness against the raw backend and against itself, side by side in one run.
 
     python scripts/bench.py                     # the embedded ResNet-50 (random weights)
     python scripts/bench.py --profile resnet50-onnxruntime --model resnet50_v1.onnx \
         --dataset-path /data/imagenet --count 500
+    python scripts/bench.py --only server,offline   # some sections only
 
-Prints, on this machine:
-  1. raw backend: best samples/s of a tight onnxruntime loop (no harness, no Ray, no LoadGen),
-     at --max-batchsize, on the same pre-processed inputs;
-  2. SUT Offline: samples/s LoadGen measured through the whole Ray pipeline, and its ratio to 1;
-  3. SUT Offline with the null backend: the harness's own ceiling;
-  4. SUT Server with the null backend: the highest target QPS that stayed VALID (p99 within the
-     bound) among a rising series.
-Each SUT run is `python -m sut` in its own process (LoadGen's rules are per process), joined to
-one Ray instance that this script starts.
+Sections (each SUT run is `python -m sut` in its own process, since LoadGen reads its rules
+once a process, joined to one Ray instance that this script starts with 4 logical GPUs):
+  server   null backend, Server: the highest QPS that LoadGen reports VALID at the model's
+           bound (15 ms p99 for resnet50), searched by doubling then bisecting, with its p99
+           and the hot path's Ray messages per second (one call and its reply per batch group)
+  stream   null SingleStream p90 and MultiStream p99: the harness's own latency, in us; and
+           the ONNX model's SingleStream p90 beside the raw backend's batch-1 p90
+  offline  null Offline samples/s at batch 32 and 256, with --workers 2, and with
+           --gpus 4 --device cpu (4 logical GPUs); and the ONNX model's Offline samples/s
+           against the raw onnxruntime loop at --max-batchsize
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+SECTIONS = ("server", "stream", "offline")
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -34,21 +40,28 @@ def parse_args(argv):
     parser.add_argument("--dataset-path", help="default: the embedded synthetic ImageNet")
     parser.add_argument("--count", type=int)
     parser.add_argument("--max-batchsize", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--seconds", type=int, default=15, help="duration of each SUT run")
-    parser.add_argument("--server-qps", default="100,200,400,800,1600,3200,6400,12800",
-                        help="target QPS series for the null-backend Server ceiling")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each SUT run")
+    parser.add_argument("--server-start-qps", type=float, default=1000)
+    parser.add_argument("--server-max-qps", type=float, default=64000)
+    parser.add_argument("--server-precision", type=float, default=0.05,
+                        help="bisect until the VALID and INVALID rates are this close")
     parser.add_argument("--server-latency", type=float,
-                        help="Server p99 bound in seconds (default: LoadGen's rule for the model, "
-                             "15 ms for resnet50)")
+                        help="Server p99 bound in seconds (default: LoadGen's rule for the model)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--cache_dir", default=".")
     parser.add_argument("--output", default="bench_output")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    return args
 
 
-def raw_backend_samples_per_second(args, config, images, repeats: int = 5) -> float:
-    """Best of `repeats` timed passes over the loaded samples, batch by batch."""
-    from actors.backends import BackendOptions, create_backend
+# -- the raw backend: no harness, no Ray, no LoadGen ------------------------------------------
+
+def raw_inputs(config, images):
     from datasets.cache import SampleSource, ensure_preprocessed
     from datasets.registry import get_dataset
 
@@ -57,22 +70,46 @@ def raw_backend_samples_per_second(args, config, images, repeats: int = 5) -> fl
                                  use_ray=False, show_progress=False)
     source = SampleSource(folder, images, spec.sample_shape(config.data_format),
                           spec.stored_dtype)
-    inputs = spec.normalize(source.read(list(range(len(images)))), config.data_format)
-    backend = create_backend(config.backend, BackendOptions(
+    return spec.normalize(source.read(list(range(len(images)))), config.data_format)
+
+
+def raw_backend(config):
+    from actors.backends import BackendOptions, create_backend
+    from datasets.registry import get_dataset
+
+    spec = get_dataset(config.dataset)
+    return create_backend(config.backend, BackendOptions(
         model_path=config.model, inputs=config.inputs, outputs=config.outputs,
         layout=config.data_format, sample_shape=spec.sample_shape(config.data_format),
         threads=os.cpu_count() or 1))
-    size = args.max_batchsize
-    batches = [inputs[i:i + size] for i in range(0, len(inputs), size)]
+
+
+def raw_samples_per_second(backend, inputs, batch: int, repeats: int = 5) -> float:
+    """Best of `repeats` timed passes over the samples, batch by batch."""
+    batches = [inputs[i:i + batch] for i in range(0, len(inputs), batch)]
     backend.predict(batches[0])  # warm-up
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        for batch in batches:
-            backend.predict(batch)
+        for chunk in batches:
+            backend.predict(chunk)
         best = max(best, len(inputs) / (time.perf_counter() - started))
     return best
 
+
+def raw_single_p90_ms(backend, inputs, seconds: float) -> float:
+    """p90 of one-sample predictions, back to back for `seconds`."""
+    backend.predict(inputs[:1])
+    times, deadline, i = [], time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        backend.predict(inputs[i % len(inputs):i % len(inputs) + 1])
+        times.append(time.perf_counter() - started)
+        i += 1
+    return float(np.percentile(times, 90)) * 1e3
+
+
+# -- SUT runs ---------------------------------------------------------------------------------
 
 def model_and_data_flags(args) -> list[str]:
     """The CLI flags naming the model and data, shared by every run of the benchmark."""
@@ -84,29 +121,113 @@ def model_and_data_flags(args) -> list[str]:
     return flags
 
 
-def sut_run(args, address, extra: list[str], user_conf: Path, name: str) -> dict:
-    output = Path(args.output) / name
-    command = [sys.executable, "-m", "sut", "--address", address, "--output", str(output),
-               "--user_conf", str(user_conf), "--max-batchsize", str(args.max_batchsize),
-               *model_and_data_flags(args)]
-    done = subprocess.run(command + extra, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    tests = json.loads((output / "results.json").read_text())["tests"]
-    # The embedded models also run an accuracy pass: report the performance test.
-    return next(test for test in tests if test["mode"] != "accuracy")
-
-
-def write_user_conf(folder: Path, model_name: str, seconds: int, offline_qps: float) -> Path:
+def write_user_conf(folder: Path, model_name: str, seconds: int) -> Path:
     path = folder / "user.conf"
     ms = seconds * 1000
     path.write_text(f"{model_name}.Offline.min_duration = {ms}\n"
                     f"{model_name}.Offline.min_query_count = 1\n"
-                    f"{model_name}.Offline.target_qps = {offline_qps}\n"
                     f"{model_name}.Server.min_duration = {ms}\n"
                     # enough queries for LoadGen's early-stopping check of the p99 bound
-                    f"{model_name}.Server.min_query_count = 1000\n")
+                    f"{model_name}.Server.min_query_count = 1000\n"
+                    f"{model_name}.SingleStream.min_duration = {ms}\n"
+                    f"{model_name}.SingleStream.min_query_count = 100\n"
+                    f"{model_name}.MultiStream.min_duration = {ms}\n"
+                    f"{model_name}.MultiStream.min_query_count = 100\n")
     return path
+
+
+class Runner:
+    def __init__(self, args, address: str, user_conf: Path) -> None:
+        self.args, self.address, self.user_conf = args, address, user_conf
+
+    def __call__(self, name: str, *extra: str, batch: int | None = None) -> dict:
+        output = Path(self.args.output) / name
+        command = [sys.executable, "-m", "sut", "--address", self.address, "--output",
+                   str(output), "--user_conf", str(self.user_conf), "--max-batchsize",
+                   str(batch or self.args.max_batchsize), *model_and_data_flags(self.args),
+                   *extra]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
+        tests = json.loads((output / "results.json").read_text())["tests"]
+        # The embedded models also run an accuracy pass: report the performance test.
+        return next(test for test in tests if test["mode"] != "accuracy")
+
+
+def latency_ms(test: dict, key: str) -> float:
+    return test["latency_ns"].get(key, 0) / 1e6
+
+
+def server_section(run: Runner, args) -> None:
+    bound = ["--max-latency", str(args.server_latency)] if args.server_latency else []
+
+    def trial(qps: float) -> tuple[bool, dict]:
+        test = run(f"null_server_{qps:.0f}", "--scenario", "Server", "--backend", "null",
+                   "--qps", f"{qps:.0f}", *bound)
+        print(f"   Server null @ {qps:8.0f} QPS: {test['result']:8s} completed "
+              f"{test['value']:9.1f}/s  p99 {latency_ms(test, '99.00_percentile_latency_ns'):7.2f}"
+              f" ms  {test.get('worker_calls_per_second', 0):7.1f} calls/s", flush=True)
+        return test["result"] == "VALID", test
+
+    good, bad, best = 0.0, None, None
+    qps = args.server_start_qps
+    while qps <= args.server_max_qps:  # double until a rate is INVALID
+        valid, test = trial(qps)
+        if not valid:
+            bad = qps
+            break
+        good, best = qps, test
+        qps *= 2
+    while bad is not None and good and (bad - good) / bad > args.server_precision:
+        qps = round((good + bad) / 2)
+        valid, test = trial(qps)
+        if valid:
+            good, best = qps, test
+        else:
+            bad = qps
+    if best is None:
+        print(f"server: no rate from {args.server_start_qps:.0f} QPS was VALID")
+        return
+    calls = best.get("worker_calls_per_second", 0)
+    print(f"server  null backend Server: {good:.0f} QPS VALID, p99 "
+          f"{latency_ms(best, '99.00_percentile_latency_ns'):.2f} ms; hot path "
+          f"{calls:.0f} worker calls/s = {2 * calls:.0f} Ray messages/s for "
+          f"{best['value']:.0f} samples/s ({best['value'] / max(calls, 1):.1f} samples a call)",
+          flush=True)
+
+
+def stream_section(run: Runner, args, config, images) -> None:
+    single = run("null_singlestream", "--scenario", "SingleStream", "--backend", "null")
+    multi = run("null_multistream", "--scenario", "MultiStream", "--backend", "null")
+    print(f"stream  null SingleStream p90 {single['value'] / 1e3:.0f} us ({single['result']}); "
+          f"null MultiStream p99 {multi['value'] / 1e3:.0f} us ({multi['result']})", flush=True)
+    backend = raw_backend(config)
+    raw_p90 = raw_single_p90_ms(backend, raw_inputs(config, images), args.seconds)
+    del backend
+    model = run("model_singlestream", "--scenario", "SingleStream")
+    model_p90 = model["value"] / 1e6
+    print(f"stream  model SingleStream p90 {model_p90:.2f} ms ({model['result']}) against the "
+          f"raw backend's batch-1 p90 {raw_p90:.2f} ms: +{model_p90 - raw_p90:.2f} ms", flush=True)
+
+
+def offline_section(run: Runner, args, config, images) -> None:
+    null = ["--scenario", "Offline", "--backend", "null", "--qps", "20000"]
+    rows = [("batch 32, 1 worker", run("null_offline_32", *null, batch=32)),
+            ("batch 256, 1 worker", run("null_offline_256", *null, batch=256)),
+            ("batch 32, --workers 2", run("null_offline_32_w2", *null, "--workers", "2",
+                                          batch=32)),
+            ("batch 32, --gpus 4 --device cpu", run("null_offline_32_g4", *null, "--gpus", "4",
+                                                    "--device", "cpu", batch=32))]
+    for label, test in rows:
+        print(f"offline null {label:32s} {test['value']:10.1f} samples/s ({test['result']})",
+              flush=True)
+    backend = raw_backend(config)
+    raw = raw_samples_per_second(backend, raw_inputs(config, images), args.max_batchsize)
+    del backend
+    model = run("model_offline", "--scenario", "Offline", "--qps", f"{raw:.1f}")
+    print(f"offline model raw onnxruntime loop {raw:10.1f} samples/s; SUT Offline "
+          f"{model['value']:.1f} samples/s ({model['result']}) = {model['value'] / raw:.3f} of "
+          f"raw, batch {args.max_batchsize}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -118,42 +239,21 @@ def main(argv=None) -> int:
     config, images = resolve(model_and_data_flags(args))
     import onnxruntime
 
-    print(f"machine: {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}, "
-          f"model {config.model}, {len(images)} images, batch {args.max_batchsize}")
-    raw = raw_backend_samples_per_second(args, config, images)
-    print(f"1. raw backend loop           {raw:10.1f} samples/s", flush=True)
-
-    ray.init(include_dashboard=False, logging_level="WARNING")
-    address = ray.get_runtime_context().gcs_address
-    folder = Path(tempfile.mkdtemp())
-    workers = ["--workers", str(args.workers)]
-    offline = sut_run(args, address, ["--scenario", "Offline", *workers],
-                      write_user_conf(folder, config.model_name, args.seconds, raw), "offline")
-    print(f"2. SUT Offline                {offline['value']:10.1f} samples/s  "
-          f"({offline['result']}; {offline['value'] / raw:.2f} of raw)", flush=True)
-    # LoadGen issues expected QPS x duration samples in Offline: aim near the harness's rate.
-    null_conf = write_user_conf(folder, config.model_name, min(args.seconds, 10), 10_000)
-    null_offline = sut_run(args, address, ["--scenario", "Offline", "--backend", "null",
-                                           *workers], null_conf, "null_offline")
-    print(f"3. SUT Offline, null backend  {null_offline['value']:10.1f} samples/s "
-          f"(harness ceiling, {null_offline['result']})", flush=True)
-    best = None
-    for qps in [float(q) for q in args.server_qps.split(",")]:
-        bound = ["--max-latency", str(args.server_latency)] if args.server_latency else []
-        server = sut_run(args, address, ["--scenario", "Server", "--backend", "null", "--qps",
-                                         str(qps), *bound, *workers], null_conf,
-                         f"null_server_{qps:g}")
-        p99 = server["latency_ns"].get("99.00_percentile_latency_ns", 0) / 1e6
-        print(f"   Server null @ {qps:8.0f} QPS: {server['result']:8s} completed "
-              f"{server['value']:9.1f}/s  p99 {p99:7.2f} ms", flush=True)
-        if server["result"] != "VALID":
-            break
-        best = (qps, p99)
-    if best:
-        print(f"4. SUT Server, null backend   {best[0]:10.0f} QPS VALID (p99 {best[1]:.2f} ms)")
-    else:
-        print("4. SUT Server, null backend   no tested QPS was VALID")
-    ray.shutdown()
+    print(f"machine: {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}, Ray "
+          f"{ray.__version__}, model {config.model}, {len(images)} images, "
+          f"batch {args.max_batchsize}, {args.seconds} s a run", flush=True)
+    ray.init(num_gpus=4, include_dashboard=False, logging_level="WARNING")
+    try:
+        run = Runner(args, ray.get_runtime_context().gcs_address,
+                     write_user_conf(Path(tempfile.mkdtemp()), config.model_name, args.seconds))
+        if "server" in args.sections:
+            server_section(run, args)
+        if "stream" in args.sections:
+            stream_section(run, args, config, images)
+        if "offline" in args.sections:
+            offline_section(run, args, config, images)
+    finally:
+        ray.shutdown()
     return 0
 
 

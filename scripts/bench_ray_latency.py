@@ -4,17 +4,20 @@
 
 Prints, side by side in one run on one local Ray instance:
   1. round trip driver -> actor -> driver for a plain, a threaded (max_concurrency) and an
-     asyncio actor (the queue and aggregator are threaded actors because of this line);
+     asyncio actor;
   2. one way driver -> actor (a fire-and-forget call, timed at the receiver);
-  3. one way through the BatchQueueActor: driver put -> a waiting worker's take returns.
-A sample crosses four such one-way hops in the SUT (driver -> queue -> worker -> aggregator ->
-driver).
+  3. the SUT's hot path: a call with two slots in a concurrency group, reply read through a
+     future callback (as sut/cluster.py does): round trip, and calls/s with 1, 2 and 4 out;
+  4. the same through a Ray Compiled Graph (shared-memory channels), for comparison.
+A sample crosses one such call in the SUT (driver -> worker -> driver, the reply carrying the
+result); sut/scheduler.py keeps the calls per second bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 
 import numpy as np
@@ -30,7 +33,6 @@ def percentiles_ms(seconds: list[float]) -> str:
 def main() -> int:
     import ray
 
-    from actors.batch_queue import BatchQueueActor
     from actors.messages import Batch
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
@@ -38,6 +40,13 @@ def main() -> int:
     class Echo:
         def ping(self, value=None):
             return value
+
+    class Serving:
+        def run_batches(self, batches):
+            return [batch.batch_id for batch in batches]
+
+        def ping(self):
+            return None
 
     class AsyncEcho:
         async def ping(self, value=None):
@@ -49,12 +58,6 @@ def main() -> int:
 
         def note(self, _value) -> None:
             self.times.append(time.time())
-
-        def pull(self, queue, count: int) -> list[float]:
-            while len(self.times) < count:
-                if ray.get(queue.take.remote("r", [], 1.0)) is not None:
-                    self.times.append(time.time())
-            return self.times
 
         def received(self) -> list[float]:
             return self.times
@@ -83,17 +86,47 @@ def main() -> int:
     got = ray.get(receiver.received.remote())
     print(f"2. one way, driver -> actor        {percentiles_ms(list(np.subtract(got, sent)))}")
 
-    queue = ray.remote(BatchQueueActor).options(num_cpus=0, max_concurrency=16).remote()
-    puller = ray.remote(Receiver).options(num_cpus=1, max_concurrency=2).remote()
-    done = puller.pull.remote(queue, CALLS)
-    time.sleep(1.0)
-    sent = []
-    for i in range(CALLS):
-        sent.append(time.time())
-        queue.put.remote([Batch(i, np.zeros(1, np.uint64), np.zeros(1, np.int64))])
-        time.sleep(0.005)
-    got = ray.get(done)
-    print(f"3. one way, put -> waiting take    {percentiles_ms(list(np.subtract(got, sent)))}")
+    serving = ray.remote(concurrency_groups={"serve": 2})(Serving).options(num_cpus=0).remote()
+    ray.get(serving.ping.remote())
+    batch = [Batch(0, np.zeros(4, np.uint64), np.zeros(4, np.int64))]
+    call = serving.run_batches.options(concurrency_group="serve")
+    seconds = []
+    for _ in range(CALLS):
+        started = time.perf_counter()
+        answered = threading.Event()
+        call.remote(batch).future().add_done_callback(lambda _f: answered.set())
+        answered.wait()
+        seconds.append(time.perf_counter() - started)
+    print(f"3. round trip, run_batches call   {percentiles_ms(seconds)}")
+    for out in (1, 2, 4):
+        slots, count, finished = threading.Semaphore(out), 2000, threading.Event()
+        left = [count]
+
+        def done(_future) -> None:
+            slots.release()
+            left[0] -= 1
+            if not left[0]:
+                finished.set()
+
+        started = time.perf_counter()
+        for _ in range(count):
+            slots.acquire()
+            call.remote(batch).future().add_done_callback(done)
+        finished.wait()
+        print(f"   {out} call(s) out: {count / (time.perf_counter() - started):7.0f} calls/s")
+
+    from ray.dag import InputNode
+
+    echo = ray.remote(Echo).options(num_cpus=0).remote()
+    with InputNode() as given:
+        graph = echo.ping.bind(given).experimental_compile()
+    seconds = []
+    for _ in range(CALLS):
+        started = time.perf_counter()
+        ray.get(graph.execute(batch))
+        seconds.append(time.perf_counter() - started)
+    print(f"4. round trip, compiled graph     {percentiles_ms(seconds)}")
+    graph.teardown()
     ray.shutdown()
     return 0
 

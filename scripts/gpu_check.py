@@ -15,19 +15,18 @@ Also checks the answers: the worker's class ids equal the raw loop's (same preci
 graphs give the eager model's.
 
 Then, where mlperf_loadgen is installed, one LoadGen Offline test with the fastest
-configuration: the driver's own Dispatcher, CompletionLedger and Completer and LoadGen's
-settings for resnet50, with Ray's queue and actors replaced by one in-process serving thread
-(what each GPU's worker actor runs). Its samples/s over the raw loop's is the harness's share.
+configuration: the driver's own serving path (sut/serving.py: scheduler, Dispatcher, ledger,
+Completer, completion loop) and LoadGen's settings for resnet50, with the Ray actor calls
+replaced by one in-process serving thread (LocalWorkers) calling what each GPU's worker actor
+runs. Its samples/s over the raw loop's is the harness's share.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import queue
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from actors.backends import BackendOptions  # noqa: E402
-from actors.messages import Batch, BatchFailure  # noqa: E402
+from actors.messages import Batch  # noqa: E402
 from actors.worker import InferenceWorker  # noqa: E402
 from datasets.registry import get_dataset  # noqa: E402
 
@@ -88,31 +87,13 @@ def raw_loop(torch, model, normalized: np.ndarray, batch: int, device, dtype, ch
 def loadgen_offline(worker: InferenceWorker, sample_count: int, batch: int,
                     expected_qps: float, seconds: int, output: str,
                     min_samples: int | None = None) -> dict:
-    """One LoadGen Offline performance test through the driver's dispatch code and `worker`."""
+    """One LoadGen Offline performance test through the driver's serving path and `worker`."""
     from sut import loadgen_bridge
     from sut.config import RunConfig
-    from sut.dispatch import Completer, Dispatcher, batch_id_counter
-    from sut.ledger import CompletionLedger
+    from sut.dispatch import batch_id_counter
     from sut.report import summarize_test
+    from sut.serving import LocalWorkers, ServingPath
 
-    pending: queue.Queue = queue.Queue()
-
-    def send(batches):
-        for item in batches:
-            pending.put(item)
-
-    def serve():
-        while (item := pending.get()) is not None:
-            try:
-                result = worker.infer(item)
-            except Exception as error:  # noqa: BLE001 - the Completer retries, then aborts
-                result = BatchFailure(item.batch_id, worker.worker_id, repr(error))
-            completer.handle(result)
-
-    ledger = CompletionLedger()
-    completer = Completer(ledger, loadgen_bridge.complete_samples, resend=send)
-    dispatcher = Dispatcher("Offline", batch, ledger, send, completer, live_workers=lambda: 1,
-                            batch_ids=batch_id_counter())
     config = RunConfig(model="", dataset_path="", backend="pytorch", dataset=DATASET,
                        data_format="NCHW", model_name="resnet50", scenario="Offline",
                        max_batchsize=batch, qps=expected_qps, time_s=seconds,
@@ -120,19 +101,21 @@ def loadgen_offline(worker: InferenceWorker, sample_count: int, batch: int,
     settings = loadgen_bridge.build_settings(config)
     if min_samples is not None:
         settings.min_query_count = min_samples  # Offline: the query's least sample count
-    server = threading.Thread(target=serve, name="serve", daemon=True)
-    server.start()
     worker.set_payloads(False)
+    pool = LocalWorkers({worker.worker_id: worker})
+    path = ServingPath(pool, "Offline", batch, loadgen_bridge.complete_samples,
+                       batch_id_counter(), settings.server_target_latency_ns)
     try:
-        loadgen_bridge.run_test(settings, "performance", sample_count, sample_count,
-                                dispatcher.issue, dispatcher.flush, load=lambda indices: None,
-                                unload=lambda indices: None, output_dir=output)
+        with path:
+            loadgen_bridge.run_test(settings, "performance", sample_count, sample_count,
+                                    path.dispatcher.issue, path.dispatcher.flush,
+                                    load=lambda indices: None, unload=lambda indices: None,
+                                    output_dir=output)
     finally:
-        pending.put(None)
-        server.join()
+        pool.close()
     summary = summarize_test("Offline", "performance", output)
-    if completer.aborted:
-        summary["result"] = f"FAILED: {completer.abort_reason}"
+    if path.completer.aborted:
+        summary["result"] = f"FAILED: {path.completer.abort_reason}"
     return summary
 
 

@@ -42,25 +42,32 @@ def batch_size_buckets(max_batchsize: int) -> list[int]:
 
 
 def server_batch_timeout_s(target_latency_ns: int) -> float:
-    """How long the Server batcher may hold the oldest sample: a tenth of the latency bound.
-
-    The rest of the bound is left for the queue, the inference and the way back; the batcher
-    also flushes early whenever a worker would otherwise sit idle (see DynamicBatcher).
-    """
+    """The Server batcher's window: a tenth of the latency bound. A sample waits at most
+    this long for company, and batches leave at most about once a window under load (see
+    DynamicBatcher); the rest of the bound is left for the queue, the inference and the way
+    back."""
     return max(target_latency_ns, 1) * 1e-9 / 10.0
 
 
 @dataclass
 class DynamicBatcher:
-    """Groups Server samples: a batch leaves when full, when its oldest sample has waited
-    timeout_s, or at once while a worker has room (idle_worker). Not thread-safe: the caller
-    holds a lock."""
+    """Groups Server samples into batches that leave when one of these holds:
+
+    - the batch is full;
+    - its oldest sample has waited `timeout_s` (the window);
+    - a worker is idle and the last batch left at least `timeout_s` ago.
+
+    The last rule sends a lone sample at once when the load is light, while under load
+    batches leave at most once a window (plus one per full batch): the Ray messages per
+    second stay bounded by 1 / timeout_s + rate / max_batchsize, whatever the arrival rate.
+    Not thread-safe: the caller holds a lock."""
 
     max_batchsize: int
     timeout_s: float
     _ids: list[int] = field(default_factory=list)
     _indices: list[int] = field(default_factory=list)
     _oldest_at: float | None = None
+    _last_left_at: float = float("-inf")
 
     def add(self, response_ids, sample_indices, now: float) -> list[tuple[np.ndarray, np.ndarray]]:
         """Add samples; return the batches that became full."""
@@ -71,15 +78,16 @@ class DynamicBatcher:
             self._ids.append(int(response_id))
             self._indices.append(int(index))
             if len(self._ids) >= self.max_batchsize:
-                full.append(self._take())
+                full.append(self._take(now))
         return full
 
     def take_due(self, now: float, idle_worker: bool = False, force: bool = False):
-        """The pending partial batch if it is due (timeout, idle worker, or forced), else None."""
+        """The pending partial batch if it is due (window, idle worker, or forced), else None."""
         if not self._ids:
             return None
-        if force or idle_worker or now - self._oldest_at >= self.timeout_s:
-            return self._take()
+        if (force or now - self._oldest_at >= self.timeout_s
+                or (idle_worker and now - self._last_left_at >= self.timeout_s)):
+            return self._take(now)
         return None
 
     def deadline(self) -> float | None:
@@ -89,7 +97,8 @@ class DynamicBatcher:
     def pending(self) -> int:
         return len(self._ids)
 
-    def _take(self) -> tuple[np.ndarray, np.ndarray]:
+    def _take(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         batch = (np.asarray(self._ids, dtype=np.uint64), np.asarray(self._indices, dtype=np.int64))
         self._ids, self._indices, self._oldest_at = [], [], None
+        self._last_left_at = now
         return batch

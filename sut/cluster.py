@@ -1,28 +1,32 @@
-"""Ray placement: connect to (or start) Ray, and own the queue, aggregator and worker actors.
+"""Ray placement: connect to (or start) Ray, and own the worker actors.
 
 `WorkerPool` is a context manager: entering creates the actors and waits until every worker has
-loaded its model (a bad model fails here, before LoadGen starts); leaving closes the queue, lets
-the serving loops end, and kills what is left. Nothing relies on garbage collection.
+loaded its model (a bad model fails here, before LoadGen starts); leaving kills them. Nothing
+relies on garbage collection. The calls to the workers go through the driver's scheduler
+(sut/scheduler.py, sut/serving.py).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 import time
 
-from actors.aggregator import AggregatorActor
 from actors.backends import BackendOptions
-from actors.batch_queue import BatchQueueActor
+from actors.messages import BatchFailure
 from actors.worker import WorkerActor
 from datasets.registry import get_dataset
 from sut.config import RunConfig
 from sut.errors import ConfigError, RunFailed, first_line
 from sut.interrupts import stop_if_received
+from sut.serving import CallReturned, ServingPool, WorkerLost
 
 log = logging.getLogger(__name__)
 
 _READY_TIMEOUT_S = 600.0  # loading a big model (or compiling one) can take minutes
+_SERVE_GROUP = "serve"
 
 
 def connect(config: RunConfig) -> None:
@@ -113,19 +117,17 @@ def threads_per_worker(config: RunConfig) -> int:
     return max(1, min(largest, available_cpus() // config.num_workers))
 
 
-class WorkerPool:
-    """The actors of one session: a batch queue, an aggregator, and the workers."""
+class WorkerPool(ServingPool):
+    """The worker actors of one session, behind the driver's scheduler (sut/serving.py)."""
 
     def __init__(self, config: RunConfig, ready_timeout_s: float = _READY_TIMEOUT_S) -> None:
+        super().__init__()
         self.config = config
         self.ready_timeout_s = ready_timeout_s
-        self.queue = None
-        self.aggregator = None
         self.workers: dict[str, object] = {}
-        self.serving: dict[object, str] = {}  # serve() ObjectRef -> worker id
         self.descriptions: list[dict] = []
-        self.control_actors: list[dict] = []  # where the queue and the aggregator run
-        self.lost_workers: list[tuple[str, str]] = []  # (worker id, why)
+        self._replies: dict[int, object] = {}  # call id -> ObjectRef, held until its reply
+        self._replies_lock = threading.Lock()
 
     def __enter__(self) -> "WorkerPool":
         try:
@@ -142,20 +144,6 @@ class WorkerPool:
         import ray
 
         config = self.config
-        # Queue and aggregator take no CPU slot: they must never wait behind the workers. Each
-        # worker holds at most one waiting call on each; the completion loop one drain. They
-        # live on the driver's node: losing a worker node must not take them along.
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        beside_driver = NodeAffinitySchedulingStrategy(
-            node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        actor_threads = 4 * config.num_workers + 16
-        self.queue = ray.remote(BatchQueueActor).options(
-            num_cpus=0, max_concurrency=actor_threads,
-            scheduling_strategy=beside_driver).remote()
-        self.aggregator = ray.remote(AggregatorActor).options(
-            num_cpus=0, max_concurrency=actor_threads,
-            scheduling_strategy=beside_driver).remote()
         spec = get_dataset(config.dataset)
         threads = threads_per_worker(config)
         options = BackendOptions(
@@ -168,19 +156,16 @@ class WorkerPool:
         resources = {"num_cpus": threads}
         if config.gpus:
             resources["num_gpus"] = 1
-        actor_class = ray.remote(WorkerActor)
+        # "serve": run_batches, one thread per call slot (one call gathers while the other
+        # infers); the default group takes the control calls one at a time.
+        actor_class = ray.remote(concurrency_groups={_SERVE_GROUP: self.slots_per_worker})(
+            WorkerActor)
         for rank in range(config.num_workers):
             worker_id = f"worker-{rank}"
-            self.workers[worker_id] = actor_class.options(
-                max_concurrency=2, **resources).remote(
+            self.workers[worker_id] = actor_class.options(max_concurrency=1, **resources).remote(
                 worker_id, config.backend, options, config.dataset)
         self._wait_ready()
-        self.control_actors = [
-            {"actor": name, "node_id": node}
-            for name, node in zip(("queue", "aggregator"), ray.get(
-                [self.queue.node_id.remote(), self.aggregator.node_id.remote()]))]
-        for worker_id, handle in self.workers.items():
-            self.serving[handle.serve.remote(self.queue, self.aggregator)] = worker_id
+        self._start_scheduler(list(self.workers))
 
     def _wait_ready(self) -> None:
         """Every worker builds its backend in its constructor: a bad model surfaces here."""
@@ -209,11 +194,50 @@ class WorkerPool:
                                 f"{self.ready_timeout_s:.0f} s: Ray cannot place them "
                                 "(resources?) or the model takes too long to load")
 
+    # -- the transport: one actor call per scheduler call, its reply is the result ------------
+    def _send(self, worker_id: str, call_id: int, batches) -> None:
+        handle = self.workers.get(worker_id)
+        if handle is None:  # given up between the scheduler's choice and now
+            self.events.put(WorkerLost(worker_id, "gone"))
+            return
+        ref = handle.run_batches.options(concurrency_group=_SERVE_GROUP).remote(batches)
+        with self._replies_lock:
+            self._replies[call_id] = ref
+        ref.future().add_done_callback(functools.partial(self._reply, worker_id, call_id,
+                                                         batches))
+
+    def _reply(self, worker_id: str, call_id: int, batches, future) -> None:
+        """On Ray's callback thread: turn the reply into an event, nothing more."""
+        import ray
+
+        with self._replies_lock:
+            self._replies.pop(call_id, None)
+        try:
+            items = future.result()
+        except ray.exceptions.RayActorError as error:  # process killed, OOM, node lost
+            self.events.put(WorkerLost(worker_id, f"{type(error).__name__}: "
+                                                  f"{first_line(error)}"))
+            return
+        except BaseException as error:  # noqa: BLE001 - the call itself failed: retry its batches
+            detail = f"{type(error).__name__}: {first_line(error)}"
+            items = [BatchFailure(batch.batch_id, worker_id, detail) for batch in batches]
+        self.events.put(CallReturned(worker_id, call_id, items))
+
+    def _forget_worker(self, worker_id: str) -> None:
+        import ray
+
+        handle = self.workers.pop(worker_id, None)
+        if handle is not None:
+            try:
+                ray.kill(handle)
+            except Exception:  # noqa: BLE001 - it is gone already
+                pass
+
     # -- used by the run -------------------------------------------------------------------
     def broadcast(self, method: str, *args) -> None:
         """Call a method on every live worker and wait for all of them. A worker that died is
-        skipped (the completion thread notices it and returns its batches); only when no worker
-        answers does this raise."""
+        skipped (its calls' replies tell the completion thread, which returns its batches);
+        only when no worker answers does this raise."""
         import ray
 
         handles = list(self.workers.items())  # the completion thread may drop dead ones
@@ -226,63 +250,17 @@ class WorkerPool:
             except ray.exceptions.RayActorError as error:
                 log.error("%s unreachable during %s: %s", worker_id, method,
                           first_line(error))
+                self.events.put(WorkerLost(worker_id, f"{type(error).__name__}: "
+                                                      f"{first_line(error)}"))
         if not answered:
             raise RunFailed(f"no worker answered {method}: all {len(refs)} are gone")
-
-    def send(self, batches) -> None:
-        self.queue.put.remote(batches)
-
-    def check_workers(self) -> list[tuple[str, str]]:
-        """Notice serving loops that ended; release their batches. Returns newly lost workers."""
-        import ray
-
-        if not self.serving:
-            return []
-        done, _ = ray.wait(list(self.serving), num_returns=len(self.serving), timeout=0)
-        lost = []
-        for ref in done:
-            worker_id = self.serving.pop(ref)
-            try:
-                ray.get(ref)
-                why = "its serving loop ended"
-            except Exception as error:  # actor died: process killed, OOM, node lost
-                why = f"{type(error).__name__}: {first_line(error)}"
-            self.workers.pop(worker_id, None)
-            returned = ray.get(self.queue.release_worker.remote(worker_id))
-            log.error("lost %s (%s); %d batch(es) returned to the queue", worker_id, why,
-                      len(returned))
-            lost.append((worker_id, why))
-        self.lost_workers.extend(lost)
-        return lost
-
-    def failures(self) -> list[tuple[int, str, str]]:
-        """Batches that raised in a worker so far: (batch id, worker id, error)."""
-        import ray
-
-        try:
-            return ray.get(self.aggregator.stats.remote(), timeout=10)["failures"]
-        except Exception:  # noqa: BLE001 - a report must not fail on a dead aggregator
-            return []
-
-    def live_workers(self) -> int:
-        return len(self.serving)
 
     def close(self) -> None:
         import ray
 
-        if self.queue is not None:
+        for handle in self.workers.values():
             try:
-                ray.get(self.queue.close.remote(), timeout=10)
-                ray.wait(list(self.serving), num_returns=len(self.serving), timeout=10)
+                ray.kill(handle)
             except Exception:  # noqa: BLE001 - closing down whatever state the actors are in
                 pass
-        for handle in [*self.workers.values(), self.queue, self.aggregator]:
-            if handle is not None:
-                try:
-                    ray.kill(handle)
-                except Exception:  # noqa: BLE001
-                    pass
         self.workers.clear()
-        self.serving.clear()
-        self.queue = self.aggregator = None
-

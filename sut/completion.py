@@ -1,8 +1,8 @@
-"""The driver thread that brings results back: aggregator -> Completer -> LoadGen.
+"""The driver thread that brings results back: pool events -> Completer -> LoadGen.
 
-It also watches the workers: a worker whose serving loop ended (process killed, node lost) has
-its batches returned to the queue, and when no worker is left the run is aborted, so LoadGen is
-never left waiting.
+It also watches the run: when no worker is left the run is aborted, and when samples are
+outstanding and nothing comes back for a long time (a stuck backend) the run is aborted too, so
+LoadGen is never left waiting.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from sut.errors import first_line
 
 log = logging.getLogger(__name__)
 
-_DRAIN_WAIT_S = 0.2
-_WORKER_CHECK_EVERY_S = 0.5
+_EVENT_WAIT_S = 0.2
 # Samples outstanding and not one result for this long: something is lost; end the run.
 STALL_TIMEOUT_S = 600.0
 
 
 class CompletionLoop:
+    """Drains `pool.take_events`, applies each with `pool.accept`, hands the results to the
+    Completer. The pool is anything with take_events/accept/live_workers/lost_workers
+    (sut/serving.py), so tests drive this loop without Ray."""
+
     def __init__(self, pool, completer: Completer, ledger,
                  stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
         self._pool = pool
@@ -44,22 +47,22 @@ class CompletionLoop:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        import ray
-
-        aggregator = self._pool.aggregator
-        # Exactly one drain in flight. With two, both wait on the aggregator and the results
-        # can go to the one we are not waiting on, stalling the path by a whole drain timeout.
-        pending = aggregator.drain.remote(_DRAIN_WAIT_S)
-        last_check = last_progress = time.monotonic()
+        last_progress = time.monotonic()
         warned = False
         try:
             while not self._stop.is_set():
-                items = ray.get(pending)
-                pending = aggregator.drain.remote(_DRAIN_WAIT_S)
-                for item in items:
-                    self._completer.handle(item)
+                events = self._pool.take_events(_EVENT_WAIT_S)
+                answered = False
+                for event in events:
+                    for item in self._pool.accept(event):
+                        self._completer.handle(item)
+                        answered = True
+                if self._pool.live_workers() == 0 and not self._completer.aborted:
+                    names = ", ".join(f"{worker} ({why})"
+                                      for worker, why in self._pool.lost_workers)
+                    self._completer.abort(f"no worker left: {names}")
                 now = time.monotonic()
-                if items or not self._ledger.outstanding_batches():
+                if answered or not self._ledger.outstanding_batches():
                     last_progress, warned = now, False
                 elif (not warned and now - last_progress > self._stall_timeout_s / 10
                       and not self._completer.aborted):
@@ -72,13 +75,6 @@ class CompletionLoop:
                     self._completer.abort(f"no result for {self._stall_timeout_s:.0f} s with "
                                           f"{self._ledger.outstanding_samples()} samples "
                                           "outstanding")
-                if now - last_check >= _WORKER_CHECK_EVERY_S:
-                    last_check = now
-                    self._check_workers()
-            # Collect the drain still in flight: left pending at the aggregator, it would
-            # swallow the results of the next test.
-            for item in ray.get(pending):
-                self._completer.handle(item)
         except BaseException as error:  # noqa: BLE001 - any failure here must end the run
             self.error = error
             self._completer.abort(f"the completion path failed: {type(error).__name__}: "
@@ -87,9 +83,3 @@ class CompletionLoop:
             # while LoadGen still runs crashes LoadGen (TlsLogger::SwapBuffers). Stay until the
             # test is over and stop() is called.
             self._stop.wait()
-
-    def _check_workers(self) -> None:
-        lost = self._pool.check_workers()
-        if lost and self._pool.live_workers() == 0:
-            names = ", ".join(f"{worker} ({why})" for worker, why in self._pool.lost_workers)
-            self._completer.abort(f"no worker left: {names}")

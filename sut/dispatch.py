@@ -1,7 +1,7 @@
 """Both ends of the driver: LoadGen's queries go out as batches, results come back as completions.
 
 `Dispatcher` runs on LoadGen's issue thread (and its own timer thread for Server batching): it
-records each batch in the ledger, then sends it to the Ray queue. `Completer` runs on the
+records each batch in the ledger, then hands it to the scheduler. `Completer` runs on the
 completion thread: it turns each result into exactly one completion per sample, retries a
 failed batch a bounded number of times, and on abort closes out everything still outstanding so
 LoadGen never waits forever.
@@ -114,13 +114,13 @@ class Dispatcher:
 
     def __init__(self, scenario: str, max_batchsize: int, ledger: CompletionLedger,
                  send: Callable[[list[Batch]], None], completer: Completer,
-                 live_workers: Callable[[], int], batch_ids: Iterator[int],
+                 idle_worker: Callable[[], bool], batch_ids: Iterator[int],
                  batch_timeout_s: float = 0.001) -> None:
         self._max_batchsize = max_batchsize
         self._ledger = ledger
         self._send = send
         self._completer = completer
-        self._live_workers = live_workers
+        self._idle_worker = idle_worker
         self._batch_ids = batch_ids
         self._wake = threading.Condition()
         self._batcher = (DynamicBatcher(max_batchsize, batch_timeout_s)
@@ -136,7 +136,7 @@ class Dispatcher:
             return
         with self._wake:
             ready = self._batcher.add(response_ids, sample_indices, time.monotonic())
-            due = self._batcher.take_due(time.monotonic(), idle_worker=self._worker_idle())
+            due = self._batcher.take_due(time.monotonic(), idle_worker=self._idle_worker())
             if due is not None:
                 ready.append(due)
             self._emit(ready)
@@ -153,12 +153,12 @@ class Dispatcher:
         if self._batcher is None or not self._batcher.pending():
             return
         with self._wake:
-            due = self._batcher.take_due(time.monotonic(), idle_worker=self._worker_idle())
+            due = self._batcher.take_due(time.monotonic(), idle_worker=self._idle_worker())
             self._emit([due] if due is not None else [])
 
     def warm_up(self, sample_index: int, sizes: list[int], timeout_s: float = 60.0) -> bool:
-        """Send one batch of each size (one sample repeated) through the whole path (queue,
-        workers, aggregator, completion thread) and wait for them, so the first timed queries do
+        """Send one batch of each size (one sample repeated) through the whole path (scheduler,
+        workers, completion thread) and wait for them, so the first timed queries do
         not pay for first calls. Nothing reaches LoadGen. Returns False if they did not all
         come back in time."""
         pieces = [(np.zeros(size, np.uint64), np.full(size, sample_index, np.int64))
@@ -169,10 +169,6 @@ class Dispatcher:
         return done.wait(timeout_s)
 
     # -- internals --------------------------------------------------------------------------
-    def _worker_idle(self) -> bool:
-        """Fewer batches out than workers can hold (one running, one prefetched each)."""
-        return self._ledger.outstanding_batches() < 2 * max(1, self._live_workers())
-
     def _emit(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
         if not pieces:
             return

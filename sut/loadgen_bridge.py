@@ -72,6 +72,13 @@ def build_settings(config: RunConfig):
     return settings
 
 
+def performance_sample_count(config: RunConfig, settings, total_count: int) -> int:
+    """How many samples a performance test loads: --performance-sample-count, else LoadGen's
+    rule for the model (performance_sample_count_override), else 1024; at most the set."""
+    return min(total_count, config.performance_sample_count
+               or settings.performance_sample_count_override or 1024)
+
+
 def _settings_from_rules(config: RunConfig):
     """Fresh TestSettings holding LoadGen's rules for the config. FromConfig runs on the first
     call only (a second one would skip the built-in rules); later calls copy its result."""

@@ -20,15 +20,13 @@ from datasets.cache import SampleSource, ensure_preprocessed, reference_preproce
 from datasets.imagenet import ImageList
 from datasets.registry import get_dataset
 from sut import interrupts, loadgen_bridge
-from sut.batching import server_batch_timeout_s
 from sut.cluster import WorkerPool, check_placement, connect
-from sut.completion import CompletionLoop
 from sut.config import RunConfig
-from sut.dispatch import Completer, Dispatcher, batch_id_counter
+from sut.dispatch import Completer, batch_id_counter
 from sut.errors import ConfigError, RunFailed, first_line
-from sut.ledger import CompletionLedger
 from sut.progress import progress_bar
 from sut.report import format_summary, summarize_test, write_results
+from sut.serving import ServingPath
 from sut.shared_samples import SharedSamples
 
 log = logging.getLogger(__name__)
@@ -68,7 +66,6 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
     batch_ids = batch_id_counter()
     with WorkerPool(config) as pool:
         results["setup"]["worker_details"] = pool.descriptions
-        results["setup"]["control_actors"] = pool.control_actors
         settings = loadgen_bridge.build_settings(config)
         for mode in config.modes:
             if interrupts.received():
@@ -95,7 +92,6 @@ def _setup(config: RunConfig) -> dict:
 
 def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: ImageList,
              source: SampleSource, test_dir: Path, batch_ids, show_progress: bool = True) -> dict:
-    ledger = CompletionLedger()
     # Samples answered: out of the set in an accuracy run; a running count in a performance run.
     progress = progress_bar(len(images) if mode == "accuracy" else None,
                             f"{config.scenario} {mode}", "sample", show_progress)
@@ -104,11 +100,9 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         loadgen_bridge.complete_samples(batch, payload_data, payload_offsets)
         progress.update(len(batch))
 
-    completer = Completer(ledger, complete, pool.send)
-    timeout_s = config.server_batch_timeout_s or server_batch_timeout_s(
-        settings.server_target_latency_ns)
-    dispatcher = Dispatcher(config.scenario, config.max_batchsize, ledger, pool.send, completer,
-                            pool.live_workers, batch_ids, timeout_s)
+    path = ServingPath(pool, config.scenario, config.max_batchsize, complete, batch_ids,
+                       settings.server_target_latency_ns, config.server_batch_timeout_s)
+    completer, dispatcher = path.completer, path.dispatcher
     # Payload bytes travel back only when LoadGen logs them: accuracy mode, or an audit
     # (compliance) config that samples the accuracy log during a performance run.
     pool.broadcast("set_payloads", mode == "accuracy" or bool(config.audit_conf))
@@ -122,35 +116,41 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
             if not dispatcher.warm_up(indices[0], [1] * (4 * pool.live_workers())):
                 log.warning("warm-up batches did not all return within 60 s")
 
-    performance_count = min(len(images), config.performance_sample_count
-                            or settings.performance_sample_count_override or 1024)
+    performance_count = loadgen_bridge.performance_sample_count(config, settings, len(images))
     unregister_interrupt = interrupts.on_interrupt(completer.abort)
-    completion = CompletionLoop(pool, completer, ledger).start()
     watchdog = _AbortWatchdog(completer, test_dir)
-    dispatcher.start()
-    watchdog.start()
+    failures_before = len(pool.failures())
+    calls_before, batches_before = pool.scheduler.calls_sent, pool.scheduler.batches_sent
     started = time.monotonic()
+    test_seconds = 0.0
     try:
-        callbacks = [_never_raise(name, function, completer) for name, function in (
-            ("issue_queries", dispatcher.issue), ("flush_queries", dispatcher.flush),
-            ("load_query_samples", load), ("unload_query_samples", shared.unload))]
-        loadgen_bridge.run_test(settings, mode, len(images), performance_count, *callbacks,
-                                str(test_dir), trace=config.debug, audit_conf=config.audit_conf)
+        with path:
+            watchdog.start()
+            callbacks = [_never_raise(name, function, completer) for name, function in (
+                ("issue_queries", dispatcher.issue), ("flush_queries", dispatcher.flush),
+                ("load_query_samples", load), ("unload_query_samples", shared.unload))]
+            test_started = time.monotonic()
+            loadgen_bridge.run_test(settings, mode, len(images), performance_count, *callbacks,
+                                    str(test_dir), trace=config.debug,
+                                    audit_conf=config.audit_conf)
+            test_seconds = time.monotonic() - test_started
     finally:
         unregister_interrupt()
         watchdog.stop()
-        dispatcher.stop()
-        completion.stop()
         shared.unload()
         progress.close()
     outcome = summarize_test(config.scenario, mode, test_dir)
     outcome["wall_seconds"] = round(time.monotonic() - started, 3)
     outcome["retried_batches"] = completer.retried_batches
     outcome["samples_stored_on_nodes"] = shared.stored_on_nodes
+    # The hot path's Ray messages: one call (and its reply) per entry of worker_calls.
+    outcome["worker_calls"] = pool.scheduler.calls_sent - calls_before
+    outcome["batches"] = pool.scheduler.batches_sent - batches_before
+    if test_seconds:
+        outcome["worker_calls_per_second"] = round(outcome["worker_calls"] / test_seconds, 1)
     faults = [f"{worker} lost: {why}" for worker, why in pool.lost_workers]
-    failures = pool.failures()
     faults += [f"batch {batch_id} failed on {worker}: {first_line(error)}"
-               for batch_id, worker, error in failures]
+               for batch_id, worker, error in pool.failures()[failures_before:]]
     if faults:
         outcome["faults"] = faults
     if completer.abort_reason:

@@ -3,8 +3,8 @@
     check inputs -> Ray up -> pre-process -> workers load the model
     -> stage 1: LoadGen accuracy test on the first N images (Offline), scored as usual
     -> stages 2 and 3: for each arrival kind and latency bound, open-loop trials
-       (sut/qps_scan.py) through the same dispatcher, queue, workers and aggregator as a
-       LoadGen Server run, searching for the highest QPS that meets the bound
+       (sut/qps_scan.py) through the same serving path (sut/serving.py) as a LoadGen Server
+       run, searching for the highest QPS that meets the bound
 
 Trials bypass LoadGen, which has no equal-spacing scenario; each trial is a fresh ledger,
 completer and dispatcher on the one worker pool. A trial waits a while for its last answers;
@@ -23,16 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from sut import interrupts, loadgen_bridge
-from sut.batching import server_batch_timeout_s
 from sut.cluster import WorkerPool
-from sut.completion import CompletionLoop
 from sut.config import RunConfig
-from sut.dispatch import Completer, Dispatcher, batch_id_counter
+from sut.dispatch import batch_id_counter
 from sut.errors import RunFailed, first_line
-from sut.ledger import CompletionLedger
 from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arrival_times,
                           final_result, find_max_qps)
 from sut.runner import run_test, start_session
+from sut.serving import ServingPath
 from sut.shared_samples import SharedSamples
 
 log = logging.getLogger(__name__)
@@ -106,7 +104,7 @@ def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: boo
 def _accuracy_stage(config, pool, images, source, options, test_dir, batch_ids) -> dict:
     """LoadGen AccuracyOnly on the first N images, one Offline query: the usual scoring."""
     subset = first_images(images, options.accuracy_count)
-    accuracy_config = dataclasses.replace(config, scenario="Offline", modes=("accuracy",))
+    accuracy_config = _accuracy_config(config)
     settings = loadgen_bridge.build_settings(accuracy_config)
     outcome = run_test(accuracy_config, pool, settings, "accuracy", subset, source, test_dir,
                        batch_ids)
@@ -116,9 +114,16 @@ def _accuracy_stage(config, pool, images, source, options, test_dir, batch_ids) 
     return outcome.get("accuracy", {})
 
 
+def _accuracy_config(config: RunConfig) -> RunConfig:
+    return dataclasses.replace(config, scenario="Offline", modes=("accuracy",))
+
+
 def _search_stages(config, pool, images, source, options, batch_ids, bounds, save) -> None:
     """Every (arrival kind, bound) search, appended to `bounds`; save() after each."""
-    count = min(len(images), config.performance_sample_count or 1024)
+    # LoadGen's rule for the model, as a Server run would load (the accuracy stage's
+    # Offline settings carry the same per-model count, and a process reads the rules once).
+    settings = loadgen_bridge.build_settings(_accuracy_config(config))
+    count = loadgen_bridge.performance_sample_count(config, settings, len(images))
     loaded = np.arange(count, dtype=np.int64)
     pool.broadcast("set_payloads", False)
     shared = SharedSamples(pool, source, len(images))
@@ -156,34 +161,20 @@ def _search_stages(config, pool, images, source, options, batch_ids, bounds, sav
 
 @contextmanager
 def _server_path(config, pool, batch_ids, complete, bound_s: float):
-    """A dispatcher (Server batching) and a completion loop for one trial, torn down after."""
-    ledger = CompletionLedger()
-    completer = Completer(ledger, complete, pool.send)
-    timeout_s = config.server_batch_timeout_s or server_batch_timeout_s(int(bound_s * 1e9))
-    dispatcher = Dispatcher("Server", config.max_batchsize, ledger, pool.send, completer,
-                            pool.live_workers, batch_ids, timeout_s)
-    completion = CompletionLoop(pool, completer, ledger).start()
-    unregister_interrupt = interrupts.on_interrupt(completer.abort)
-    dispatcher.start()
+    """The run's serving path (Server batching) for one trial, torn down after."""
+    path = ServingPath(pool, "Server", config.max_batchsize, complete, batch_ids,
+                       int(bound_s * 1e9), config.server_batch_timeout_s)
+    unregister_interrupt = interrupts.on_interrupt(path.completer.abort)
     try:
-        yield dispatcher, completer
+        with path:
+            yield path.dispatcher, path.completer
     finally:
         unregister_interrupt()
-        try:
-            dispatcher.stop()
-        finally:
-            if ledger.outstanding_batches():
-                # What the trial gave up on: out of the queue, and its late answers ignored.
-                import ray
-
-                ray.get(pool.queue.clear.remote())
-                ledger.close_all()
-            stopped = completion.stop()
-        interrupts.stop_if_received()
-        if completer.aborted:
-            raise RunFailed(completer.abort_reason)
-        if not stopped:
-            raise RunFailed("the completion thread did not stop after a trial")
+    interrupts.stop_if_received()
+    if path.completer.aborted:
+        raise RunFailed(path.completer.abort_reason)
+    if not path.stopped_cleanly:
+        raise RunFailed("the completion thread did not stop after a trial")
 
 
 def _warm_up(config, pool, batch_ids, sample_index: int) -> None:

@@ -68,8 +68,6 @@ def test_one_worker_per_gpu_across_nodes_and_samples_once_per_node(
         gpus_by_node[worker["node_id"]] += worker["gpu_ids"]
     assert {node: sorted(gpus) for node, gpus in gpus_by_node.items()} == {
         two.node_id: ["0", "1"], one.node_id: ["0"]}, "every GPU exactly one worker"
-    control = {detail["node_id"] for detail in results["setup"]["control_actors"]}
-    assert control == {cluster.head_node.node_id}, "queue and aggregator beside the driver"
     stored = results["tests"][0]["samples_stored_on_nodes"]
     assert len(stored) == len(set(stored)), "one copy per node, not per worker"
     assert set(gpus_by_node) <= set(stored) <= {cluster.head_node.node_id, two.node_id,

@@ -1,4 +1,5 @@
-"""The plain-Python core, driven without Ray or LoadGen: batching, bookkeeping, queue, results."""
+"""The plain-Python core, driven without Ray or LoadGen: batching, bookkeeping, scheduler,
+results, and the whole serving path on threads with failures injected."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from actors.aggregator import ResultCollector, SeenIds
-from actors.batch_queue import LeasedBatchQueue
 from actors.messages import Batch, BatchFailure, BatchResult
 from sut.batching import DynamicBatcher, server_batch_timeout_s, split_into_batches
 from sut.dispatch import Completer, Dispatcher
 from sut.ledger import CompletionLedger
+from sut.result_collector import ResultCollector, SeenIds
+from sut.scheduler import BatchScheduler
 
 
 def make_batch(batch_id: int, indices) -> Batch:
@@ -59,6 +60,23 @@ def test_dynamic_batcher_flushes_early_for_an_idle_worker_or_when_forced():
     assert batcher.take_due(now=0.0, idle_worker=True)[0].tolist() == [1]
     batcher.add([2], [2], now=0.0)
     assert batcher.take_due(now=0.0, force=True)[0].tolist() == [2]
+
+
+def test_dynamic_batcher_sends_at_most_one_early_batch_a_window():
+    """An idle worker does not pull batches out faster than one a window: under load the
+    messages per second stay bounded whatever the arrival rate."""
+    batcher = DynamicBatcher(max_batchsize=1000, timeout_s=0.01)
+    batcher.add([0], [0], now=1.0)
+    assert batcher.take_due(now=1.0, idle_worker=True)[0].tolist() == [0]  # light load: at once
+    left = []
+    for i in range(1, 200):  # 10,000 arrivals/s, a worker idle at every arrival
+        now = 1.0 + i * 0.0001
+        batcher.add([i], [i], now=now)
+        due = batcher.take_due(now=now, idle_worker=True)
+        if due is not None:
+            left.append((now, due[0].tolist()))
+    assert len(left) == 1 and left[0][0] >= 1.01  # one batch in 0.02 s, a window after the last
+    assert left[0][1] == list(range(1, len(left[0][1]) + 1)) and len(left[0][1]) >= 99
 
 
 def test_server_batch_timeout_is_a_tenth_of_the_bound():
@@ -144,11 +162,11 @@ def test_failure_for_a_batch_already_answered_is_ignored():
     assert recorder.completed == [1000] and not resent and not completer.aborted
 
 
-def make_dispatcher(scenario, max_batchsize, workers=1, timeout_s=0.05):
+def make_dispatcher(scenario, max_batchsize, idle=lambda: True, timeout_s=0.05):
     ledger, recorder, sent = CompletionLedger(), Recorder(), []
     completer = Completer(ledger, recorder, sent.extend)
     dispatcher = Dispatcher(scenario, max_batchsize, ledger, sent.extend, completer,
-                            lambda: workers, itertools.count(), timeout_s)
+                            idle, itertools.count(), timeout_s)
     return dispatcher, ledger, completer, recorder, sent
 
 
@@ -160,33 +178,35 @@ def test_offline_query_becomes_batches_recorded_before_sending():
     assert ledger.outstanding_samples() == 10
 
 
-def test_server_dispatch_sends_at_once_while_a_worker_has_room_then_batches_under_load():
-    """One worker holds two batches (running + prefetched); beyond that samples gather."""
-    dispatcher, ledger, completer, _, sent = make_dispatcher("Server", 4, workers=1,
+def test_server_dispatch_sends_at_once_to_an_idle_worker_then_batches_under_load():
+    idle = [True]
+    dispatcher, ledger, completer, _, sent = make_dispatcher("Server", 4, lambda: idle[0],
                                                              timeout_s=60)
     dispatcher.start()
     try:
-        for i in (1, 2):  # the worker has room: each goes at once
+        dispatcher.issue(np.array([1], np.uint64), np.array([1]))  # idle worker: at once
+        assert [len(b) for b in sent] == [1]
+        idle[0] = False
+        for i in range(2, 8):  # busy: samples gather into a batch of 4 (+2 pending)
             dispatcher.issue(np.array([i], np.uint64), np.array([i]))
-        assert [len(b) for b in sent] == [1, 1]
-        for i in range(3, 8):  # no room: samples gather into a batch of 4 (+1 pending)
-            dispatcher.issue(np.array([i], np.uint64), np.array([i]))
-        assert [len(b) for b in sent] == [1, 1, 4]
+        assert [len(b) for b in sent] == [1, 4]
         completer.handle(BatchResult(sent[0].batch_id, "w"))
-        assert [len(b) for b in sent] == [1, 1, 4]  # still two out
-        completer.handle(BatchResult(sent[1].batch_id, "w"))  # room again: the 1 pending goes
-        assert [len(b) for b in sent] == [1, 1, 4, 1]
+        assert [len(b) for b in sent] == [1, 4]  # a reply, but no worker idle yet
+        idle[0] = True
+        dispatcher._batcher._last_left_at = float("-inf")  # a window has passed
+        completer.handle(BatchResult(sent[1].batch_id, "w"))  # idle again: the 2 pending go
+        assert [len(b) for b in sent] == [1, 4, 2]
         sent_ids = [int(i) for b in sent for i in b.response_ids]
         assert sent_ids == list(range(1, 8))
+        assert ledger.outstanding_batches() == 1
     finally:
         dispatcher.stop()
 
 
 def test_server_partial_batch_leaves_after_the_timeout():
-    dispatcher, ledger, _, _, sent = make_dispatcher("Server", 8, workers=1, timeout_s=0.05)
+    dispatcher, ledger, _, _, sent = make_dispatcher("Server", 8, lambda: False, timeout_s=0.05)
     dispatcher.start()
     try:
-        ledger.record([make_batch(10_000, [0]), make_batch(10_001, [1])])  # worker full
         dispatcher.issue(np.array([1, 2], np.uint64), np.array([1, 2]))
         assert sent == []
         deadline = time.monotonic() + 2
@@ -219,25 +239,54 @@ def test_after_an_abort_new_samples_are_answered_at_once():
     assert sent == [] and sorted(recorder.completed) == [7, 8]
 
 
-# --- queue and aggregator ---------------------------------------------------------------------
+# --- scheduler and result collector -----------------------------------------------------------
 
-def test_queue_leases_until_ack_and_returns_a_dead_workers_batches_first():
-    queue = LeasedBatchQueue()
-    queue.put([make_batch(i, [i]) for i in range(5)])
-    assert queue.take("a").batch_id == 0
-    assert queue.take("b").batch_id == 1
-    assert queue.take("a").batch_id == 2
-    queue.ack("a", [0])
-    assert queue.leased_count() == 2
-    assert queue.release_worker("a") == [2]
-    assert [queue.take("b").batch_id for _ in range(3)] == [2, 3, 4]
-    assert queue.take("b") is None
-    queue.put([make_batch(5, [5])])
-    assert queue.take("a") is None, "a released (dead) worker never gets another batch"
-    assert queue.take("b").batch_id == 5
-    queue.close()
-    with pytest.raises(RuntimeError):
-        queue.put([make_batch(9, [9])])
+class Calls:
+    """Stands in for the transport: records each call (worker, call id, batch ids)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list[int]]] = []
+
+    def __call__(self, worker, call_id, batches) -> None:
+        self.sent.append((worker, call_id, [b.batch_id for b in batches]))
+
+
+def test_scheduler_fills_two_slots_a_worker_and_a_reply_pulls_the_next_work():
+    calls = Calls()
+    scheduler = BatchScheduler(["a", "b"], calls, slots=2, batches_per_call=1)
+    scheduler.put([make_batch(i, [i]) for i in range(6)])
+    assert [(w, ids) for w, _, ids in calls.sent] == [("a", [0]), ("b", [1]), ("a", [2]),
+                                                      ("b", [3])]
+    assert scheduler.pending_batches() == 2 and not scheduler.has_idle_worker()
+    worker, call_id, _ = calls.sent[1]
+    assert [b.batch_id for b in scheduler.returned(worker, call_id)] == [1]
+    assert calls.sent[-1][0] == "b" and calls.sent[-1][2] == [4]  # b replied, b gets more
+    assert scheduler.returned("b", 12345) == []  # an unknown call frees nothing
+
+
+def test_scheduler_puts_a_call_behind_each_busy_worker_and_shares_the_queue_out():
+    calls = Calls()
+    scheduler = BatchScheduler(["a", "b"], calls, slots=2, batches_per_call=8)
+    scheduler.put([make_batch(0, [0])])
+    scheduler.put([make_batch(i, [i]) for i in range(1, 21)])
+    counts = [len(ids) for _, _, ids in calls.sent]
+    assert counts[0] == 1 and sum(counts) == 21 and max(counts) <= 8
+    assert [b for _, _, ids in calls.sent for b in ids] == list(range(21))  # in order
+
+
+def test_scheduler_returns_a_lost_workers_batches_first_and_never_calls_it_again():
+    calls = Calls()
+    scheduler = BatchScheduler(["a", "b"], calls, slots=1, batches_per_call=2)
+    scheduler.put([make_batch(i, [i]) for i in range(6)])
+    assert [(w, ids) for w, _, ids in calls.sent] == [("a", [0, 1]), ("b", [2, 3])]
+    assert [b.batch_id for b in scheduler.lost("a")] == [0, 1]
+    assert scheduler.pending_batches() == 4 and scheduler.workers() == ["b"]
+    b_call = calls.sent[1][1]
+    scheduler.returned("b", b_call)
+    assert calls.sent[-1] [::2] == ("b", [0, 1])  # the lost batches go first, to b
+    scheduler.put([make_batch(9, [9])])
+    assert all(worker == "b" for worker, _, _ in calls.sent[1:])
+    assert scheduler.clear() == 3 and scheduler.pending_batches() == 0
 
 
 def test_seen_ids_stays_small_for_in_order_ids():
@@ -254,9 +303,7 @@ def test_result_collector_drops_a_second_result_for_a_batch():
     assert collector.submit(BatchResult(0, "a", infer_seconds=0.5))
     assert not collector.submit(BatchResult(0, "b"))
     assert collector.submit(BatchFailure(1, "b", "error"))
-    ready = collector.take_ready()
-    assert [type(item).__name__ for item in ready] == ["BatchResult", "BatchFailure"]
-    assert collector.take_ready() == []
+    assert not collector.submit(BatchFailure(0, "b", "a late failure of an answered batch"))
     stats = collector.stats()
     assert stats["duplicates_dropped"] == 1 and stats["batches_by_worker"] == {"a": 1}
 
@@ -265,7 +312,7 @@ def test_warm_up_batches_come_back_without_reaching_loadgen():
     ledger, recorder = CompletionLedger(), Recorder()
     sent: list[Batch] = []
     completer = Completer(ledger, recorder, sent.extend)
-    dispatcher = Dispatcher("Server", 4, ledger, sent.extend, completer, lambda: 1,
+    dispatcher = Dispatcher("Server", 4, ledger, sent.extend, completer, lambda: True,
                             itertools.count(), 1)
     waiter = threading.Thread(target=lambda: [completer.handle(BatchResult(b.batch_id, "w"))
                                               for b in _wait_for(sent, 3)])

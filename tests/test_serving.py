@@ -1,0 +1,136 @@
+"""The serving path (scheduler, Dispatcher, ledger, Completer, completion loop) on threads, no
+Ray, no LoadGen, with failures injected: every sample answered once, with its own answer."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from actors.messages import BatchFailure, BatchResult
+from sut.serving import LocalWorkers, ServingPath
+
+
+class EchoWorker:
+    """Answers each sample with its QSL index (8 bytes), so a wrong pairing shows. Faults:
+    die_on_call (the worker is lost during that call), fail_batch (that batch fails once),
+    hang (never answers)."""
+
+    def __init__(self, name: str, die_on_call: int | None = None,
+                 fail_batch: int | None = None, hang: bool = False) -> None:
+        self.name, self.calls = name, 0
+        self.die_on_call, self.fail_batch, self.hang = die_on_call, fail_batch, hang
+        self.release = threading.Event()
+
+    def run_batches(self, batches):
+        self.calls += 1
+        if self.hang:
+            self.release.wait()
+        if self.calls == self.die_on_call:
+            raise SystemExit("killed")  # LocalWorkers reports the worker lost
+        answers = []
+        for batch in batches:
+            if batch.batch_id == self.fail_batch:
+                self.fail_batch = None
+                answers.append(BatchFailure(batch.batch_id, self.name, "injected"))
+                continue
+            data = batch.sample_indices.astype(np.int64).view(np.uint8)
+            offsets = np.arange(len(batch) + 1, dtype=np.int64) * 8
+            answers.append(BatchResult(batch.batch_id, self.name, data, offsets))
+        return answers
+
+
+class Answers:
+    """LoadGen's QuerySamplesComplete stand-in: response id -> the index its payload names."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[int] = []
+        self.index_of: dict[int, int | None] = {}
+        self.all_in = threading.Event()
+        self.expected = 0
+
+    def __call__(self, batch, data, offsets) -> None:
+        with self.lock:
+            for i, response_id in enumerate(batch.response_ids.tolist()):
+                self.seen.append(response_id)
+                self.index_of[response_id] = (None if data is None else int(
+                    np.frombuffer(data[offsets[i]:offsets[i + 1]].tobytes(), np.int64)[0]))
+            if len(self.seen) >= self.expected:
+                self.all_in.set()
+
+
+def serve(workers, scenario, count, max_batchsize=4, one_by_one=False, stall_s=None):
+    pool = LocalWorkers({worker.name: worker for worker in workers})
+    answers = Answers()
+    answers.expected = count
+    path = ServingPath(pool, scenario, max_batchsize, answers, itertools.count(), 15_000_000,
+                       batch_window_s=0.002, stall_timeout_s=stall_s)
+    ids = np.arange(count, dtype=np.uint64) + 10_000
+    indices = (np.arange(count, dtype=np.int64) * 7) % 50
+    try:
+        with path:
+            if one_by_one:
+                for i in range(count):
+                    path.dispatcher.issue(ids[i:i + 1], indices[i:i + 1])
+                    time.sleep(0.0002)
+            else:
+                path.dispatcher.issue(ids, indices)
+            path.dispatcher.flush()
+            assert answers.all_in.wait(30), f"{len(answers.seen)} of {count} answered"
+    finally:
+        for worker in workers:
+            worker.release.set()
+        pool.close()
+    return answers, path, pool, dict(zip(ids.tolist(), indices.tolist()))
+
+
+@pytest.mark.parametrize("scenario, one_by_one", [("Offline", False), ("Server", True)])
+def test_a_worker_lost_mid_call_loses_and_duplicates_nothing(scenario, one_by_one):
+    workers = [EchoWorker("a", die_on_call=3), EchoWorker("b")]
+    answers, path, pool, expected = serve(workers, scenario, 400, one_by_one=one_by_one)
+    assert sorted(answers.seen) == sorted(expected)  # each exactly once
+    assert answers.index_of == expected  # and each with its own answer
+    assert [worker for worker, _ in pool.lost_workers] == ["a"]
+    assert not path.completer.aborted and path.stopped_cleanly
+
+
+def test_a_failed_batch_is_retried_and_answered_once():
+    answers, path, pool, expected = serve([EchoWorker("a", fail_batch=2)], "Offline", 40)
+    assert answers.index_of == expected and len(answers.seen) == 40
+    assert path.completer.retried_batches == 1
+    assert [(batch, worker) for batch, worker, _ in pool.failures()] == [(2, "a")]
+
+
+def test_losing_every_worker_aborts_and_closes_every_sample_out():
+    workers = [EchoWorker("a", die_on_call=1), EchoWorker("b", die_on_call=2)]
+    answers, path, pool, expected = serve(workers, "Offline", 100)
+    assert sorted(answers.seen) == sorted(expected)
+    reason = path.completer.abort_reason
+    assert reason.startswith("no worker left: ") and "a (SystemExit" in reason and "b (" in reason
+    assert {worker for worker, _ in pool.lost_workers} == {"a", "b"}
+
+
+def test_a_worker_that_never_answers_warns_then_ends_in_a_stall_abort(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="sut.completion"):
+        answers, path, _, expected = serve([EchoWorker("a", hang=True)], "Offline", 8,
+                                           stall_s=3.0)
+    warnings = [r.getMessage() for r in caplog.records if "stuck backend" in r.getMessage()]
+    assert len(warnings) == 1 and "8 samples outstanding" in warnings[0]
+    assert sorted(answers.seen) == sorted(expected)
+    assert set(answers.index_of.values()) == {None}  # closed out empty, so LoadGen returns
+    assert "no result for 3 s with 8 samples outstanding" in path.completer.abort_reason
+
+
+def test_server_messages_stay_bounded_by_the_window():
+    """2,000 arrivals in about 0.4 s through a 2 ms window: far fewer calls than samples."""
+    answers, path, pool, expected = serve([EchoWorker("a")], "Server", 2000, max_batchsize=64,
+                                          one_by_one=True)
+    assert answers.index_of == expected
+    elapsed_windows = 2000 * 0.0002 / 0.002
+    assert pool.scheduler.calls_sent < 3 * elapsed_windows + 20, pool.scheduler.calls_sent
