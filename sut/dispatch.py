@@ -168,6 +168,34 @@ class Dispatcher:
         self._send(warm)
         return done.wait(timeout_s)
 
+    def measure_round_trip(self, sample_index: int, rounds: int = 5,
+                           timeout_s: float = 10.0) -> float | None:
+        """The median time one single-sample batch takes through the whole path and back,
+        over `rounds` sent one after another (warm-up traffic, never seen by LoadGen); None if
+        one did not come back in time."""
+        times = []
+        for _ in range(rounds):
+            batch = Batch(next(self._batch_ids), np.zeros(1, np.uint64),
+                          np.full(1, sample_index, np.int64))
+            done = self._completer.expect_warm_up([batch.batch_id])
+            started = time.perf_counter()
+            self._send([batch])
+            if not done.wait(timeout_s):
+                return None
+            times.append(time.perf_counter() - started)
+        return float(np.median(times))
+
+    @property
+    def window_s(self) -> float | None:
+        return None if self._batcher is None else self._batcher.timeout_s
+
+    def set_window(self, seconds: float) -> None:
+        """Change the Server batching window (after measuring the path)."""
+        if self._batcher is not None:
+            with self._wake:
+                self._batcher.timeout_s = seconds
+                self._wake.notify()
+
     # -- internals --------------------------------------------------------------------------
     def _emit(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
         if not pieces:

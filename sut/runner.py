@@ -115,7 +115,9 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         if mode != "accuracy" and not completer.aborted:
             if not dispatcher.warm_up(indices[0], [1] * (4 * pool.live_workers())):
                 log.warning("warm-up batches did not all return within 60 s")
+            measured["round_trip_s"] = path.measure(indices[0])
 
+    measured: dict = {}
     performance_count = loadgen_bridge.performance_sample_count(config, settings, len(images))
     unregister_interrupt = interrupts.on_interrupt(completer.abort)
     watchdog = _AbortWatchdog(completer, test_dir)
@@ -146,6 +148,10 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     # The hot path's Ray messages: one call (and its reply) per entry of worker_calls.
     outcome["worker_calls"] = pool.scheduler.calls_sent - calls_before
     outcome["batches"] = pool.scheduler.batches_sent - batches_before
+    if measured.get("round_trip_s") is not None:
+        outcome["round_trip_ms"] = round(measured["round_trip_s"] * 1e3, 3)
+        if config.scenario == "Server":
+            outcome["server_window_ms"] = round(path.dispatcher.window_s * 1e3, 3)
     if test_seconds:
         outcome["worker_calls_per_second"] = round(outcome["worker_calls"] / test_seconds, 1)
     faults = [f"{worker} lost: {why}" for worker, why in pool.lost_workers]

@@ -130,13 +130,13 @@ def _search_stages(config, pool, images, source, options, batch_ids, bounds, sav
     shared.load(loaded.tolist())
     rng = np.random.default_rng(options.seed)
     try:
-        _warm_up(config, pool, batch_ids, int(loaded[0]))
+        round_trip_s = _warm_up(config, pool, batch_ids, int(loaded[0]))
         for kind in options.arrivals:
             known_good = 0
             for bound_s in sorted(options.latencies_s):
                 def trial(qps, kind=kind, bound_s=bound_s):
                     return _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options,
-                                  rng)
+                                  rng, round_trip_s)
 
                 def show(qps, stats, passed, kind=kind, bound_s=bound_s):
                     print(stats.line(f"{kind}/{bound_s:g}/{qps}"), flush=True)
@@ -160,10 +160,11 @@ def _search_stages(config, pool, images, source, options, batch_ids, bounds, sav
 
 
 @contextmanager
-def _server_path(config, pool, batch_ids, complete, bound_s: float):
-    """The run's serving path (Server batching) for one trial, torn down after."""
+def _server_path(config, pool, batch_ids, complete, bound_s: float, round_trip_s=None):
+    """The run's serving path (Server batching) for one trial, torn down after; its window
+    comes from the bound and the round trip the warm-up measured, as in a LoadGen run."""
     path = ServingPath(pool, "Server", config.max_batchsize, complete, batch_ids,
-                       int(bound_s * 1e9), config.server_batch_timeout_s)
+                       int(bound_s * 1e9), config.server_batch_timeout_s, round_trip_s)
     unregister_interrupt = interrupts.on_interrupt(path.completer.abort)
     try:
         with path:
@@ -177,13 +178,15 @@ def _server_path(config, pool, batch_ids, complete, bound_s: float):
         raise RunFailed("the completion thread did not stop after a trial")
 
 
-def _warm_up(config, pool, batch_ids, sample_index: int) -> None:
+def _warm_up(config, pool, batch_ids, sample_index: int) -> float | None:
+    """Warm the path up; returns its measured round trip."""
     with _server_path(config, pool, batch_ids, lambda *args: None, 0.05) as (dispatcher, _):
         if not dispatcher.warm_up(sample_index, [1] * (4 * pool.live_workers())):
             log.warning("warm-up batches did not all return within 60 s")
+        return dispatcher.measure_round_trip(sample_index)
 
 
-def _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options, rng):
+def _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options, rng, round_trip_s):
     # At least min_requests, so a slow rate still gives a percentile worth having, but never
     # longer than 4 trials: a search that walks down to a few QPS must not take minutes a step.
     seconds = max(options.trial_seconds,
@@ -192,8 +195,8 @@ def _trial(config, pool, batch_ids, kind, bound_s, qps, loaded, options, rng):
     schedule = arrival_times(kind, qps, count, rng)
     samples = rng.choice(loaded, count)
     trial = OpenLoopTrial(schedule, samples)
-    with _server_path(config, pool, batch_ids, trial.complete, bound_s) as (dispatcher,
-                                                                             completer):
+    with _server_path(config, pool, batch_ids, trial.complete, bound_s,
+                      round_trip_s) as (dispatcher, completer):
         return trial.run(dispatcher.issue, qps, max(MIN_WAIT_S, WAIT_BOUNDS * bound_s),
                          (options.percentile,), stopped=lambda: completer.aborted)
 

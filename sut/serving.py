@@ -172,17 +172,33 @@ class ServingPath:
 
     def __init__(self, pool: ServingPool, scenario: str, max_batchsize: int,
                  complete: CompleteFn, batch_ids, latency_bound_ns: int,
-                 batch_window_s: float | None = None,
+                 batch_window_s: float | None = None, round_trip_s: float | None = None,
                  stall_timeout_s: float | None = None) -> None:
         self.pool = pool
         self.ledger = CompletionLedger()
         self.completer = Completer(self.ledger, complete, pool.retry)
-        window = batch_window_s or server_batch_timeout_s(latency_bound_ns)
+        self._latency_bound_ns = latency_bound_ns
+        self._fixed_window_s = batch_window_s
         self.dispatcher = Dispatcher(scenario, max_batchsize, self.ledger, pool.put,
-                                     self.completer, pool.has_idle_worker, batch_ids, window)
+                                     self.completer, pool.has_idle_worker, batch_ids,
+                                     self.window_for(round_trip_s))
         loop_options = {} if stall_timeout_s is None else {"stall_timeout_s": stall_timeout_s}
         self.completion = CompletionLoop(pool, self.completer, self.ledger, **loop_options)
         self.stopped_cleanly = True
+
+    def window_for(self, round_trip_s: float | None) -> float:
+        """The Server window: --server-batch-timeout-ms if given, else derived from the bound
+        and the measured round trip (sut/batching.py)."""
+        return self._fixed_window_s or server_batch_timeout_s(self._latency_bound_ns,
+                                                              round_trip_s)
+
+    def measure(self, sample_index: int) -> float | None:
+        """Time the path with a few warm-up batches and size the Server window by it; returns
+        the round trip (None if the warm-up did not come back)."""
+        round_trip_s = self.dispatcher.measure_round_trip(sample_index)
+        if round_trip_s is not None:
+            self.dispatcher.set_window(self.window_for(round_trip_s))
+        return round_trip_s
 
     def __enter__(self) -> "ServingPath":
         self.completion.start()

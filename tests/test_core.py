@@ -79,8 +79,11 @@ def test_dynamic_batcher_sends_at_most_one_early_batch_a_window():
     assert left[0][1] == list(range(1, len(left[0][1]) + 1)) and len(left[0][1]) >= 99
 
 
-def test_server_batch_timeout_is_a_tenth_of_the_bound():
-    assert server_batch_timeout_s(15_000_000) == pytest.approx(0.0015)
+def test_server_window_is_four_round_trips_within_a_tenth_and_a_third_of_the_bound():
+    assert server_batch_timeout_s(15_000_000) == pytest.approx(0.0015)  # nothing measured
+    assert server_batch_timeout_s(15_000_000, 0.001) == pytest.approx(0.004)
+    assert server_batch_timeout_s(15_000_000, 0.0001) == pytest.approx(0.0015)
+    assert server_batch_timeout_s(15_000_000, 0.01) == pytest.approx(0.005)
 
 
 # --- ledger and completer ---------------------------------------------------------------------
