@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where backends run (default gpu with --gpus, else cpu)")
     ray_group.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
     ray_group.add_argument("--server-batch-timeout-ms", type=float,
-                           help="Server batching wait (default: a tenth of the latency bound)")
+                           help="Server batching window (default: four measured round "
+                                "trips, within a tenth and a third of the latency bound)")
     backend_group = parser.add_argument_group("backend options")
     backend_group.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                                help="compute precision (pytorch)")

@@ -134,3 +134,41 @@ def test_server_messages_stay_bounded_by_the_window():
     assert answers.index_of == expected
     elapsed_windows = 2000 * 0.0002 / 0.002
     assert pool.scheduler.calls_sent < 3 * elapsed_windows + 20, pool.scheduler.calls_sent
+
+
+def test_the_worker_gathers_one_call_while_another_runs_on_the_device():
+    """Two calls at once (the actor's two serve threads): the second call's gather must not
+    wait for the first call's inference, and inference itself stays one batch at a time."""
+    from actors.backends import BackendOptions
+    from actors.messages import Batch
+    from actors.worker import InferenceWorker
+
+    worker = InferenceWorker("w", "null", BackendOptions(model_path="none",
+                                                         sample_shape=(3, 8, 8)), "imagenet")
+    worker.set_samples(np.zeros((4, 3, 8, 8), np.uint8), np.arange(4))
+    second_gathering, on_device = threading.Event(), threading.Semaphore(1)
+    overlapped, gather = [], worker.inputs_for
+    predict = worker._predict
+
+    def inputs_for(batch):
+        if batch.batch_id == 2:
+            second_gathering.set()
+        return gather(batch)
+
+    def slow_predict(inputs):
+        assert on_device.acquire(blocking=False), "two batches on the device at once"
+        try:
+            if not overlapped:
+                overlapped.append(second_gathering.wait(5))  # the other call gathers meanwhile
+            return predict(inputs)
+        finally:
+            on_device.release()
+
+    worker.inputs_for, worker._predict = inputs_for, slow_predict
+    first = threading.Thread(target=worker.run_batches,
+                             args=([Batch(1, np.zeros(1, np.uint64), np.array([0]))],))
+    first.start()
+    time.sleep(0.1)  # the first call is on the device
+    answers = worker.run_batches([Batch(2, np.zeros(1, np.uint64), np.array([1]))])
+    first.join(10)
+    assert overlapped == [True] and isinstance(answers[0], BatchResult)
