@@ -22,11 +22,12 @@ import math
 import sys
 
 from sut.cli import EXIT_OK, main
+from sut.config import MAX_QPS
 from sut.errors import ConfigError
 from sut.qps_scan import ARRIVALS, DEFAULT_LATENCIES_S
 
 
-MAX_RATE = 1_000_000  # requests/s; the scan's driver issues well under this
+MAX_RATE = MAX_QPS  # requests/s; the scan's driver issues well under this
 
 
 def add_scan_flags(parser: argparse.ArgumentParser) -> None:

@@ -189,10 +189,10 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         print(f"run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        from sut.interrupts import EXIT_INTERRUPTED
+        from sut.interrupts import exit_code
 
         print("interrupted: workers shut down.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code()
 
 
 def entry_point() -> int:

@@ -132,6 +132,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     for flag in ("count", "threads", "workers", "performance_sample_count", "time", "qps",
                  "max_latency", "samples_per_query", "server_batch_timeout_ms"):
         _check_positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    if args.qps is not None and args.qps > MAX_QPS:
+        raise ConfigError(f"--qps {args.qps:g}: above {MAX_QPS:,} queries/s LoadGen's schedule "
+                          "cannot be kept (it would build queries faster than anything answers "
+                          "them and fill the memory). Give a rate the system can serve.")
     gpus = args.gpus or 0
     if gpus < 0:
         raise ConfigError(f"--gpus {gpus}: must be 0 or more")
@@ -169,6 +173,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                                 if args.server_batch_timeout_ms else None),
         precision=args.precision, compile=args.compile, channels_last=args.channels_last,
         cuda_graphs=args.cuda_graphs)
+
+
+# The highest --qps taken, as the QPS scan caps its rates (scripts/qps_scan.py).
+MAX_QPS = 1_000_000
 
 
 def _check_positive(flag: str, value) -> None:

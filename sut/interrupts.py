@@ -28,11 +28,18 @@ log = logging.getLogger(__name__)
 
 GRACE_S = 20.0
 CHILDREN_WAIT_S = 0.5
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; SIGTERM gives 143
 
 _abort_callbacks: list[Callable[[str], None]] = []
 _lock = threading.Lock()
 _received = threading.Event()
+_signal_number: list[int] = []  # the first signal taken
+
+
+def exit_code() -> int:
+    """128 + the number of the signal that stopped the run (130 for SIGINT, 143 for
+    SIGTERM); 130 if none was taken (a KeyboardInterrupt from elsewhere)."""
+    return 128 + _signal_number[0] if _signal_number else EXIT_INTERRUPTED
 
 
 def received() -> bool:
@@ -69,6 +76,7 @@ def install() -> None:
 
 def _watch(signals) -> None:
     signum = signal.sigwait(signals)
+    _signal_number.append(signum)
     name = signal.Signals(signum).name
     log.warning("%s received: stopping the run", name)
     _received.set()
@@ -86,7 +94,7 @@ def _watch(signals) -> None:
 def _exit_now(name: str) -> None:
     print(f"\ninterrupted by {name}; exiting.", flush=True)
     _end_child_processes()
-    os._exit(EXIT_INTERRUPTED)
+    os._exit(exit_code())
 
 
 def _end_child_processes() -> None:

@@ -58,6 +58,36 @@ def summarize_test(scenario: str, mode: str, output_dir: str | Path) -> dict:
     return summary
 
 
+ABORTED_MARKER = "ABORTED.txt"
+
+
+def mark_aborted(outcome: dict, reason: str, output_dir: str | Path) -> None:
+    """An aborted test answered its outstanding samples empty so that LoadGen could return,
+    and LoadGen counts them as answered: its VALID and its rates mean nothing. Say so wherever
+    a person or a tool reads the test: results.json (result ABORTED; LoadGen's own verdict
+    kept as loadgen_result), a marker file beside the logs, and the head of
+    mlperf_log_summary.txt, whose 'Result is : VALID' no longer stands."""
+    outcome["error"] = reason
+    if "result" in outcome:
+        outcome["loadgen_result"] = outcome["result"]
+        outcome["result"] = "ABORTED"
+    folder = Path(output_dir)
+    note = (f"ABORTED: {reason}\nThis test did not finish. The samples still outstanding were "
+            "closed out without answers, and LoadGen's logs here count them as answered: their "
+            "validity, rates and latencies are not a result.\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ABORTED_MARKER).write_text(note)
+        summary = folder / "mlperf_log_summary.txt"
+        if summary.is_file():
+            text = summary.read_text(errors="replace")
+            if not text.startswith("ABORTED"):
+                text = text.replace("Result is : VALID", "Result is : INVALID (aborted)")
+                summary.write_text(note + "\n" + text)
+    except OSError as error:  # the report itself must not fail on a full or read-only disk
+        outcome["marker_error"] = str(error)
+
+
 def format_summary(results: dict) -> str:
     """A few lines a person reads at the end of a run."""
     lines = ["", "=" * 64, "Run summary", "=" * 64]

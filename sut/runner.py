@@ -24,8 +24,9 @@ from sut.cluster import WorkerPool, check_placement, connect
 from sut.config import RunConfig
 from sut.dispatch import Completer, batch_id_counter
 from sut.errors import ConfigError, RunFailed, first_line
+from sut.output_lock import output_lock
 from sut.progress import progress_bar
-from sut.report import format_summary, summarize_test, write_results
+from sut.report import format_summary, mark_aborted, summarize_test, write_results
 from sut.serving import ServingPath
 from sut.shared_samples import SharedSamples
 
@@ -60,6 +61,11 @@ def start_session(config: RunConfig, images: ImageList, show_progress: bool) -> 
 
 def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dict:
     """Run every test of the config; returns the results dict (also written as results.json)."""
+    with output_lock(config.output):
+        return _run(config, images, show_progress)
+
+
+def _run(config: RunConfig, images: ImageList, show_progress: bool) -> dict:
     source = start_session(config, images, show_progress)
     output = Path(config.output)
     results: dict = {"notes": list(config.notes), "tests": [], "setup": _setup(config)}
@@ -160,7 +166,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     if faults:
         outcome["faults"] = faults
     if completer.abort_reason:
-        outcome["error"] = completer.abort_reason
+        mark_aborted(outcome, completer.abort_reason, test_dir)
     elif mode == "accuracy":
         outcome["accuracy"] = score_test(config, images, test_dir)
     return outcome
@@ -236,9 +242,10 @@ class _AbortWatchdog:
             if self._completer.aborted:
                 if self._stop.wait(ABORT_GRACE_S):
                     return
-                write_results({"tests": [{"error": self._completer.abort_reason,
-                                          "note": "LoadGen did not return after the abort"}]},
-                              self._test_dir)
+                outcome = {"note": "LoadGen did not return after the abort"}
+                mark_aborted(outcome, self._completer.abort_reason, self._test_dir)
+                outcome["result"] = "ABORTED"
+                write_results({"tests": [outcome]}, self._test_dir)
                 print(f"\nFAILED: {self._completer.abort_reason}\nLoadGen did not return "
                       f"{ABORT_GRACE_S:.0f} s after the abort; exiting.", flush=True)
                 os._exit(EXIT_ABORTED)

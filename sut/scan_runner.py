@@ -27,6 +27,7 @@ from sut.cluster import WorkerPool
 from sut.config import RunConfig
 from sut.dispatch import batch_id_counter
 from sut.errors import RunFailed, first_line
+from sut.output_lock import output_lock
 from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arrival_times,
                           final_result, find_max_qps)
 from sut.runner import run_test, start_session
@@ -65,6 +66,11 @@ def first_images(images, count: int):
 
 def run_scan(config: RunConfig, images, options: ScanOptions, show_progress: bool = True) -> dict:
     """All stages; returns (and writes to <output>/qps_scan.json) what they found."""
+    with output_lock(config.output):
+        return _run_scan(config, images, options, show_progress)
+
+
+def _run_scan(config: RunConfig, images, options: ScanOptions, show_progress: bool) -> dict:
     source = start_session(config, images, show_progress)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -213,7 +213,8 @@ def test_workers_that_ray_cannot_place(cli, good_args, extra, expected):
 
 @pytest.mark.parametrize("flag, value", [("--max-latency", "-0.01"), ("--qps", "0"),
                                          ("--samples-per-query", "-1"), ("--max-latency", "nan"),
-                                         ("--qps", "inf"), ("--server-batch-timeout-ms", "nan")])
+                                         ("--qps", "inf"), ("--server-batch-timeout-ms", "nan"),
+                                         ("--qps", "1e+09")])
 def test_non_positive_loadgen_numbers(cli, good_args, flag, value):
     code, err = cli(*good_args, flag, value)
     assert code == EXIT_BAD_INPUT
@@ -340,3 +341,18 @@ def test_a_huge_whole_number_is_not_a_crash():
     _check_positive("--count", 10 ** 400)  # float() of it would overflow
     with pytest.raises(ConfigError, match="--count -5"):
         _check_positive("--count", -5)
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused(cli, good_args, tmp_path):
+    """Two runs sharing --output would interleave their logs: the second is refused, naming
+    the folder and the run that holds it; once that run ends the folder is free again."""
+    import os
+
+    from sut.output_lock import output_lock
+
+    with output_lock(tmp_path / "out"):
+        code, err = cli(*good_args)
+        assert code == EXIT_BAD_INPUT
+        assert f"--output {tmp_path / 'out'} is in use by another run (pid {os.getpid()}" in err
+    with output_lock(tmp_path / "out"):  # released: taken again at once
+        pass

@@ -115,19 +115,28 @@ def _wait_for(path, seconds: float = 120) -> None:
 _LONG_RUN = ("--max-batchsize", "1", "--time", "60", "--qps", "100")
 
 
-def test_ctrl_c_stops_a_run_promptly_and_shuts_the_workers_down(plan, start_sut):
+@pytest.mark.parametrize("signal_name, exit_code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_a_run_promptly_and_shuts_the_workers_down(plan, start_sut, signal_name,
+                                                                  exit_code):
+    """Ctrl-C or SIGTERM mid-test: the run stops within seconds, exits 128 + the signal's
+    number, and every log it leaves says the test was aborted (never VALID)."""
     import signal
 
     process, output = start_sut(plan(sleep_s=0.3), *_LONG_RUN)
     _wait_for(output / "mlperf_log_detail.txt")  # LoadGen has started once its detail log exists
     time.sleep(2)
     interrupted_at = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signal_name))
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == exit_code, stderr[-3000:]
     assert time.monotonic() - interrupted_at < 30
     assert "interrupted" in stdout + stderr
-    assert "interrupted by SIGINT" in json.loads((output / "results.json").read_text())[
+    test = json.loads((output / "results.json").read_text())["tests"][0]
+    assert test["result"] == "ABORTED" and test["loadgen_result"] in ("VALID", "INVALID")
+    summary = (output / "mlperf_log_summary.txt").read_text()
+    assert summary.startswith("ABORTED") and "Result is : VALID" not in summary
+    assert f"interrupted by {signal_name}" in (output / "ABORTED.txt").read_text()
+    assert f"interrupted by {signal_name}" in json.loads((output / "results.json").read_text())[
         "tests"][0]["error"]
     from ray._private import state  # the GCS's actor table (no dashboard in these tests)
 
