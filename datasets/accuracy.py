@@ -55,6 +55,30 @@ def read_accuracy_log(path: str | Path, flag: str | None = None) -> list[dict]:
     return entries
 
 
+def check_complete(entries: list[dict], expected_count: int, log_path: str | Path,
+                   flag: str, listing: str) -> None:
+    """Refuse a log that cannot be the whole of a finished run: an aborted run closes its
+    outstanding samples out with empty payloads (and leaves ABORTED.txt beside its logs), and
+    a shorter log than the listing scores a part as if it were the whole. `listing` names
+    what gave expected_count (the val_map flag)."""
+    name = f"{flag} {log_path}"
+    marker = Path(log_path).parent / "ABORTED.txt"
+    if marker.is_file():
+        raise ConfigError(f"{name}: the run that wrote it was aborted ({marker} says why), so "
+                          "it scores a part of the set. Score a complete run, or pass "
+                          "--allow-partial to score it anyway.")
+    empty = sum(1 for entry in entries if not entry["data"])
+    if empty:
+        raise ConfigError(f"{name}: {empty} of {len(entries)} entries have no payload, as an "
+                          "interrupted or failed run leaves them. Score a complete run, or pass "
+                          "--allow-partial to score it anyway.")
+    answered = len({entry["qsl_idx"] for entry in entries})
+    if answered < expected_count:
+        raise ConfigError(f"{name} answers {answered} of the {expected_count} images {listing} "
+                          "lists. Score a complete run, or pass --allow-partial for a run of "
+                          "part of the set (--count).")
+
+
 def read_val_map_labels(path: str | Path, flag: str | None = None) -> list[tuple[str, int]]:
     """(file, label) per line of an ImageNet val_map.txt, in QSL order. Bad input is a
     ConfigError naming the file (as `flag`, the option that gave it, where there is one)."""
@@ -117,6 +141,10 @@ def score_imagenet(entries: list[dict], labels: list[tuple[str, int]],
             raise ConfigError(f"qsl_idx {index}: a payload of {len(raw)} bytes is no whole number "
                               f"of {dtype} values: wrong --dtype?")
         payload = np.frombuffer(raw, numpy_type)
+        if len(payload) > 1:
+            raise ConfigError(f"qsl_idx {index}: a payload of {len(payload)} {dtype} values, "
+                              "where a classification run answers one label: a detection log "
+                              "(score it with accuracy_coco.py or accuracy_openimages.py)?")
         if len(payload) and not np.isfinite(payload[0]):
             raise ConfigError(f"qsl_idx {index}: the label read as {dtype} is {payload[0]}: wrong "
                               "--dtype?")

@@ -49,15 +49,25 @@ def cache_folder(cache_root: str | Path, spec: DatasetSpec, layout: str,
 
 
 def _is_fresh(cached: Path, source: Path) -> bool:
-    """Cached and not older than its image (an image replaced in place is pre-processed
-    again)."""
+    """Cached after its image last changed. The image's inode change time counts as well as
+    its modification time: a file copied in with an older mtime kept (`cp -p`, rsync -t)
+    still gets a new ctime, which no tool can set back, so it is pre-processed again."""
     try:
-        return cached.stat().st_mtime_ns >= source.stat().st_mtime_ns
+        made = cached.stat().st_mtime_ns
+        image = source.stat()
     except FileNotFoundError:
         return False
+    return made >= image.st_mtime_ns and made >= image.st_ctime_ns
 
 
 def cached_file(folder: Path, relative_name: str) -> Path:
+    """Where one listed image's sample lives: always inside `folder`. A listed name that is
+    absolute or climbs out with '..' is kept under _outside/, named by a hash of the name
+    as listed, never next to the image."""
+    parts = Path(relative_name).parts
+    if Path(relative_name).is_absolute() or ".." in parts or not parts:
+        key = hashlib.sha256(relative_name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return folder / "_outside" / f"{key}-{Path(relative_name).name}.npy"
     return folder / (relative_name + ".npy")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datasets.accuracy import (PAYLOAD_DTYPES, read_accuracy_log,
+from datasets.accuracy import (PAYLOAD_DTYPES, check_complete, read_accuracy_log,
                                read_val_map_labels, score_imagenet)
 from sut.errors import ConfigError
 
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="path to mlperf_log_accuracy.json")
     parser.add_argument("--imagenet-val-file", required=True, help="path to val_map.txt")
     parser.add_argument("--verbose", action="store_true", help="print every mistake")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score a log of part of the set (a --count run) or of an aborted "
+                             "run (empty payloads) instead of refusing it")
     parser.add_argument("--dtype", default="float32", choices=sorted(PAYLOAD_DTYPES),
                         help="data type of the payload")
     args = parser.parse_args(argv)
@@ -31,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--mlperf-accuracy-file {args.mlperf_accuracy_file} has qsl_idx "
                               f"{last}, but --imagenet-val-file {args.imagenet_val_file} lists "
                               f"only {len(labels)} images: give the val_map.txt the run used.")
+        if not args.allow_partial:
+            check_complete(entries, len(labels), args.mlperf_accuracy_file,
+                           "--mlperf-accuracy-file", f"--imagenet-val-file {args.imagenet_val_file}")
         result = score_imagenet(entries, labels, args.dtype)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -392,6 +392,41 @@ def test_accuracy_imagenet_refuses_a_bad_log(tmp_path, case):
                                      log, "--imagenet-val-file", "val_map.txt"), *named)
 
 
+IMAGENET_PARTIAL_LOGS = {  # name: (entries, what the message names)
+    "empty payloads": ([(0, GOOD_LABEL), (1, "")],
+                       ["--mlperf-accuracy-file", "1 of 2 entries have no payload",
+                        "--allow-partial"]),
+    "short of the val file": ([(0, GOOD_LABEL)],
+                              ["answers 1 of the 2 images", "--imagenet-val-file",
+                               "--allow-partial"]),
+    "a detection log": ([(0, GOOD_BOXES), (1, GOOD_BOXES)],
+                        ["qsl_idx 0", "7 float32 values", "detection log"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGENET_PARTIAL_LOGS))
+def test_accuracy_imagenet_refuses_a_log_that_is_not_a_whole_run(tmp_path, case):
+    """An interrupted run's log (empty payloads), a shorter one, or another task's: refused
+    with one line, where a score would look right and be wrong."""
+    entries, named = IMAGENET_PARTIAL_LOGS[case]
+    (tmp_path / "val_map.txt").write_text("a.jpg 5\nb.jpg 7\n")
+    log = write_log(tmp_path / "log.json", *entries)
+    assert_refused(run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file",
+                                     log, "--imagenet-val-file", "val_map.txt"), *named)
+
+
+def test_accuracy_imagenet_refuses_an_aborted_runs_log_unless_told(tmp_path):
+    (tmp_path / "val_map.txt").write_text("a.jpg 5\nb.jpg 7\n")
+    log = write_log(tmp_path / "log.json", (0, GOOD_LABEL), (1, GOOD_LABEL))
+    (tmp_path / "ABORTED.txt").write_text("ABORTED: interrupted by SIGINT\n")
+    assert_refused(run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file",
+                                     log, "--imagenet-val-file", "val_map.txt"),
+                   "was aborted", "ABORTED.txt", "--allow-partial")
+    done = run_accuracy_tool("accuracy_imagenet.py", tmp_path, "--mlperf-accuracy-file", log,
+                             "--imagenet-val-file", "val_map.txt", "--allow-partial")
+    assert done.returncode == 0 and "accuracy=50.000%, good=1, total=2" in done.stdout
+
+
 @pytest.mark.parametrize("val_map, named", [
     (None, ["--imagenet-val-file", "val_map.txt", "no such file"]),
     ("a.jpg 5\nb.jpg\n", ["--imagenet-val-file", "val_map.txt", "line 2"]),

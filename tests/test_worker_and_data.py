@@ -261,3 +261,58 @@ def test_cache_never_mixes_two_image_folders_with_the_same_names(known_set, tmp_
     images = read_val_map(other, count=1)
     folder = ensure_preprocessed(images, spec, "NCHW", cache, use_ray=False, show_progress=False)
     assert np.array_equal(np.load(cached_file(folder, first_name)), results[known_set.dataset_path])
+
+
+def test_a_name_listed_outside_the_image_folder_is_cached_inside_the_cache(known_set,
+                                                                           tmp_path):
+    """val_map entries that are absolute or climb out with '..': their samples are written
+    under the cache folder (never beside the image, where a run with another recipe would find
+    them), and read back as the images' own; a read-only image folder does not matter."""
+    import shutil
+
+    spec = get_dataset("imagenet")
+    root, elsewhere = tmp_path / "images", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    first, second = known_set.lines[0][0], known_set.lines[1][0]
+    shutil.copy(known_set.dataset_path / first, tmp_path / "up.jpg")
+    shutil.copy(known_set.dataset_path / second, elsewhere / "abs.jpg")
+    (root / "val_map.txt").write_text(f"../up.jpg 1\n{elsewhere / 'abs.jpg'} 2\n")
+    elsewhere.chmod(0o555)
+    try:
+        images = read_val_map(root)
+        cache = tmp_path / "cache"
+        folder = ensure_preprocessed(images, spec, "NCHW", cache, use_ray=False,
+                                     show_progress=False)
+    finally:
+        elsewhere.chmod(0o755)
+    written = sorted(path for path in tmp_path.rglob("*.npy"))
+    assert written and all(cache in path.parents for path in written), written
+    source = SampleSource(folder, images, spec.sample_shape("NCHW"), spec.stored_dtype)
+    expected = [preprocess_one(tmp_path / "up.jpg", spec, "NCHW"),
+                preprocess_one(elsewhere / "abs.jpg", spec, "NCHW")]
+    assert np.array_equal(source.read([0, 1]), np.stack(expected))
+
+
+def test_an_image_copied_in_with_its_old_time_kept_is_preprocessed_again(known_set, tmp_path):
+    """`cp -p` (or rsync -t) puts another image in place with an older modification time: the
+    cache must not serve the old sample for it."""
+    import shutil
+
+    spec = get_dataset("imagenet")
+    root = tmp_path / "images"
+    shutil.copytree(known_set.dataset_path, root)
+    first, second = known_set.lines[0][0], known_set.lines[1][0]
+    images = read_val_map(root, count=1)
+    cache = tmp_path / "cache"
+    folder = ensure_preprocessed(images, spec, "NCHW", cache, use_ray=False, show_progress=False)
+    before = np.load(cached_file(folder, first))
+    shutil.copy2(known_set.dataset_path / second, root / first)  # mtime of the old file kept
+    import os
+
+    old = os.stat(known_set.dataset_path / second).st_mtime_ns
+    assert os.stat(root / first).st_mtime_ns == old < os.stat(cached_file(folder, first)).st_mtime_ns
+    ensure_preprocessed(images, spec, "NCHW", cache, use_ray=False, show_progress=False)
+    after = np.load(cached_file(folder, first))
+    assert not np.array_equal(before, after)
+    assert np.array_equal(after, preprocess_one(root / first, spec, "NCHW"))
