@@ -8,8 +8,9 @@ layout, resumable and shared by every `--count`):
         <file from the list>.npy
 
 Every setting that changes the bytes is in the path (<images> is a hash of the image folder's
-path), so two configurations never share files; an image newer than its cached file is
-pre-processed again.
+path), so two configurations never share files; an image changed after its cached file was
+written (modification or inode change time) is pre-processed again, and a name listed outside
+the image folder (absolute, or with '..') is cached under _outside/, never beside the image.
 The reference keeps float32 files under <cache_dir>/preprocessed/; we never write there.
 
 Images are decoded and cropped by Ray tasks (on whichever node has CPUs); the driver writes the
