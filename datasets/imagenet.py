@@ -31,6 +31,9 @@ class ImageList:
         return self.root / self.files[index]
 
 
+IMAGENET_CLASSES = 1000  # val_map.txt labels 0..999; 1001-class models offset them themselves
+
+
 def read_val_map(dataset_path: str | Path, list_path: str | Path | None = None,
                  count: int | None = None, check_files: bool = True) -> ImageList:
     """Read an ImageNet-style list; fail with a clear message on anything malformed."""
@@ -48,7 +51,8 @@ def read_val_map(dataset_path: str | Path, list_path: str | Path | None = None,
     files: list[str] = []
     labels: list[int] = []
     try:
-        with open(list_file, encoding="utf-8") as handle:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first name
+        with open(list_file, encoding="utf-8-sig") as handle:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -56,6 +60,10 @@ def read_val_map(dataset_path: str | Path, list_path: str | Path | None = None,
                 if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
                     raise ConfigError(f"{list_file}:{line_number}: expected '<file> <label>' "
                                       f"(label 0 or more), got {line.strip()[:80]!r}")
+                if int(parts[1]) >= IMAGENET_CLASSES:
+                    raise ConfigError(f"{list_file}:{line_number}: label {parts[1][:24]} is not "
+                                      f"an ImageNet class (0 to {IMAGENET_CLASSES - 1}): is it "
+                                      "the list of another data set?")
                 files.append(parts[0])
                 labels.append(int(parts[1]))
                 if count and len(files) >= count:

@@ -132,6 +132,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     for flag in ("count", "threads", "workers", "performance_sample_count", "time", "qps",
                  "max_latency", "samples_per_query", "server_batch_timeout_ms"):
         _check_positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    for flag, value, most, unit in (("--time", args.time, MAX_TIME_S, "s"),
+                                    ("--samples-per-query", args.samples_per_query,
+                                     MAX_SAMPLES_PER_QUERY, "samples")):
+        if value is not None and value > most:
+            raise ConfigError(f"{flag} {value}: at most {most:,} {unit} (LoadGen keeps it in a "
+                              "fixed-size integer). Give a smaller value.")
     if args.qps is not None and args.qps > MAX_QPS:
         raise ConfigError(f"--qps {args.qps:g}: above {MAX_QPS:,} queries/s LoadGen's schedule "
                           "cannot be kept (it would build queries faster than anything answers "
@@ -177,6 +183,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 # The highest --qps taken, as the QPS scan caps its rates (scripts/qps_scan.py).
 MAX_QPS = 1_000_000
+MAX_TIME_S = 10_000_000  # 115 days; LoadGen takes milliseconds in a 64-bit integer
+MAX_SAMPLES_PER_QUERY = 1 << 31
 
 
 def _check_positive(flag: str, value) -> None:

@@ -98,6 +98,19 @@ def test_val_map_names_a_missing_image(cli, good_args, known_set, tmp_path):
     assert "not_there.JPEG" in err and "do not exist" in err
 
 
+def test_a_byte_order_mark_in_val_map_is_no_part_of_the_first_name(known_set, tmp_path):
+    import shutil
+
+    from datasets.imagenet import read_val_map
+
+    dataset = tmp_path / "bom"
+    shutil.copytree(known_set.dataset_path, dataset)
+    listing = dataset / "val_map.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + listing.read_bytes())
+    images = read_val_map(dataset)
+    assert images.files[0] == known_set.lines[0][0]
+
+
 def test_unreadable_image(cli, good_args, known_set, tmp_path):
     import shutil
 
@@ -112,7 +125,10 @@ def test_unreadable_image(cli, good_args, known_set, tmp_path):
 
 
 @pytest.mark.parametrize("line, named", [("img_000.jpg not-a-label", "expected '<file> <label>'"),
-                                         ("img_000.jpg -3", "label 0 or more")])
+                                         ("img_000.jpg -3", "label 0 or more"),
+                                         ("img_000.jpg 99999999999999999999",
+                                          "label 99999999999999999999 is not an ImageNet class"),
+                                         ("img_000.jpg 5000", "label 5000 is not an ImageNet")])
 def test_malformed_val_map_line(cli, good_args, tmp_path, line, named):
     listing = tmp_path / "list.txt"
     listing.write_text(line + "\n")
@@ -214,7 +230,9 @@ def test_workers_that_ray_cannot_place(cli, good_args, extra, expected):
 @pytest.mark.parametrize("flag, value", [("--max-latency", "-0.01"), ("--qps", "0"),
                                          ("--samples-per-query", "-1"), ("--max-latency", "nan"),
                                          ("--qps", "inf"), ("--server-batch-timeout-ms", "nan"),
-                                         ("--qps", "1e+09")])
+                                         ("--qps", "1e+09"),
+                                         ("--time", "99999999999999999999"),
+                                         ("--samples-per-query", "99999999999999999999")])
 def test_non_positive_loadgen_numbers(cli, good_args, flag, value):
     code, err = cli(*good_args, flag, value)
     assert code == EXIT_BAD_INPUT
