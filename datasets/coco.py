@@ -64,7 +64,23 @@ def load_annotations(path: Path) -> dict:
         if not (isinstance(image, dict) and all(key in image for key in _IMAGE_KEYS)):
             raise ConfigError(f"annotations file {path}: images[{number}] lacks one of "
                               f"{list(_IMAGE_KEYS)}: is it a COCO-format instances file?")
+        if not _is_whole(image["id"]):
+            raise ConfigError(f"annotations file {path}: images[{number}] has id "
+                              f"{image['id']!r}; COCO image ids are whole numbers.")
+    # Checked now, before the run: pycocotools would fail on these after the whole run.
+    for number, annotation in enumerate(content["annotations"]):
+        box = annotation.get("bbox") if isinstance(annotation, dict) else None
+        if (not isinstance(box, list) or len(box) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+                or not _is_whole(annotation.get("image_id"))):
+            raise ConfigError(f"annotations file {path}: annotations[{number}] needs an "
+                              "'image_id' (a whole number) and a 'bbox' of 4 numbers [x, y, "
+                              f"width, height]; it has {str(annotation)[:120]}.")
     return content
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 _IMAGE_KEYS = ("id", "file_name", "width", "height")

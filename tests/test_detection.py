@@ -103,6 +103,21 @@ def test_annotations_naming_a_missing_image_are_refused(coco_set, tmp_path):
         read_coco(coco_set.root, broken)
 
 
+@pytest.mark.parametrize("where, change, named", [
+    ("annotations", {"bbox": [10, 20]}, r"annotations\[0\] needs .*'bbox' of 4 numbers"),
+    ("annotations", {"image_id": "7"}, r"annotations\[0\] needs an 'image_id'"),
+    ("images", {"id": "seven"}, r"images\[0\] has id 'seven'"),
+], ids=["two-number bbox", "string image_id", "string image id"])
+def test_annotations_pycocotools_would_fail_on_are_refused_before_the_run(coco_set, tmp_path,
+                                                                          where, change, named):
+    content = json.loads(coco_set.annotations_file.read_text())
+    content[where][0].update(change)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match=named):
+        read_coco(coco_set.root, broken)
+
+
 def test_not_a_coco_file_is_refused(tmp_path):
     wrong = tmp_path / "val_map.json"
     wrong.write_text(json.dumps({"images": []}))
