@@ -80,11 +80,17 @@ def ensure_embedded_assets(cache_root: str | Path, profile: str | None = None) -
                           f"{sorted(_BUILDERS)}. For other profiles give --model and "
                           "--dataset-path.") from None
     folder = embedded_folder(cache_root)
-    folder.mkdir(parents=True, exist_ok=True)
-    user_conf = folder / "user.conf"
-    if not user_conf.is_file() or user_conf.read_text() != _USER_CONF:
-        user_conf.write_text(_USER_CONF)
-    return build(profile, folder, user_conf)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        user_conf = folder / "user.conf"
+        if not user_conf.is_file() or user_conf.read_text() != _USER_CONF:
+            user_conf.write_text(_USER_CONF)
+        return build(profile, folder, user_conf)
+    except OSError as error:  # a file where a folder belongs, a folder where a file does, ...
+        where = error.filename or folder
+        raise ConfigError(f"--cache_dir {cache_root}: cannot prepare the embedded model and "
+                          f"data in {folder} ({error.strerror or error}: {where}). Remove or "
+                          "rename what is in the way, or give another --cache_dir.") from None
 
 
 def _trained_efficientnet(profile: str, folder: Path, user_conf: Path) -> EmbeddedAssets:

@@ -91,3 +91,18 @@ def test_missing_photo_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(metadata, "distribution", not_installed)
     with pytest.raises(ConfigError, match=r'foolbox.*\.\[embedded\]'):
         foolbox_photo_folder("embedded")
+
+
+@pytest.mark.parametrize("in_the_way", ["embedded folder is a file", "user.conf is a folder"])
+def test_something_in_the_way_of_the_embedded_assets_is_named(tmp_path, in_the_way):
+    from sut.embedded import embedded_folder, ensure_embedded_assets
+    from sut.errors import ConfigError
+
+    folder = embedded_folder(tmp_path)
+    if in_the_way == "embedded folder is a file":
+        folder.parent.mkdir(parents=True)
+        folder.write_text("not a folder")
+    else:
+        (folder / "user.conf").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"--cache_dir .*cannot prepare the embedded model"):
+        ensure_embedded_assets(tmp_path, "resnet50-onnxruntime")
