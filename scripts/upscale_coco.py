@@ -165,6 +165,9 @@ def resize_all(jobs: list[Job], size: tuple[int, int], threads: int) -> None:
             raise
 
 
+MAX_SIDE = 16384
+
+
 def upscale_coco(inputs: Path, outputs: Path, images: str, annotations: str,
                  size: tuple[int, int], fmt: str, threads: int = 1) -> Path:
     """The whole tool; returns the path of the annotations file written."""
@@ -172,6 +175,9 @@ def upscale_coco(inputs: Path, outputs: Path, images: str, annotations: str,
         raise UpscaleError(f"unknown format {fmt!r}; choose one of {list(FORMATS)}")
     if len(size) != 2 or min(size) <= 0:
         raise UpscaleError(f"--size takes two positive integers W H, got {list(size)}")
+    if max(size) > MAX_SIDE:
+        raise UpscaleError(f"--size {size[0]} {size[1]}: at most {MAX_SIDE} pixels a side (an "
+                           "image that size takes gigabytes; MLPerf's largest is 1200 1200)")
     if inputs.resolve() == outputs.resolve():
         raise UpscaleError(f"--outputs {outputs} is the input folder; choose another folder so "
                            f"the originals are not overwritten")
@@ -221,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         written = upscale_coco(args.inputs, args.outputs, args.images, args.annotations,
                                tuple(args.size), args.format, args.threads)
     except UpscaleError as e:
-        raise SystemExit(f"upscale_coco: error: {e}") from None
+        print(f"upscale_coco: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output path that is a file, a read-only folder, a full disk
+        print(f"upscale_coco: error: {e.filename or args.outputs}: {e.strerror or e}. Give "
+              "--outputs a folder that can be written.", file=sys.stderr)
+        return 2
     print(f"wrote {written}")
     return 0
 

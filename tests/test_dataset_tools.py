@@ -132,39 +132,56 @@ def test_upscale_coco_converts_cmyk_colours(coco_dir, tmp_path):
     assert np.abs(bgr[32, 32][::-1].astype(int) - CMYK_RGB).max() <= 3
 
 
-def test_upscale_coco_missing_annotations_file(coco_dir, tmp_path):
+def upscale_refused(capsys, *args) -> str:
+    """Run the tool, expect the bad-input exit (2) and one error line; return that line."""
+    assert run_upscale(*args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("upscale_coco: error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--size", "100000", "100000"], "at most 16384 pixels a side"),
+], ids=["huge size"])
+def test_upscale_coco_refuses_a_size_no_machine_holds(coco_dir, tmp_path, capsys, extra, named):
+    assert named in upscale_refused(capsys, coco_dir, tmp_path / "out", *extra)
+
+
+def test_upscale_coco_output_that_is_a_file_is_named(coco_dir, tmp_path, capsys):
+    (tmp_path / "out").write_text("a file")
+    message = upscale_refused(capsys, coco_dir, tmp_path / "out")
+    assert str(tmp_path / "out") in message and "--outputs" in message
+
+
+def test_upscale_coco_missing_annotations_file(coco_dir, tmp_path, capsys):
     (coco_dir / "annotations" / "instances_val2017.json").unlink()
-    with pytest.raises(SystemExit) as failure:
-        run_upscale(coco_dir, tmp_path / "out")
-    assert "annotations file not found" in str(failure.value.code)
-    assert "instances_val2017.json" in str(failure.value.code)
+    failure = upscale_refused(capsys, coco_dir, tmp_path / "out")
+    assert "annotations file not found" in failure
+    assert "instances_val2017.json" in failure
     assert not (tmp_path / "out").exists()
 
 
-def test_upscale_coco_missing_image_fails_before_any_work(coco_dir, tmp_path):
+def test_upscale_coco_missing_image_fails_before_any_work(coco_dir, tmp_path, capsys):
     (coco_dir / "val2017" / "000000000022.jpg").unlink()
-    with pytest.raises(SystemExit) as failure:
-        run_upscale(coco_dir, tmp_path / "out")
-    assert "000000000022.jpg" in str(failure.value.code) and "not found" in \
-        str(failure.value.code)
+    failure = upscale_refused(capsys, coco_dir, tmp_path / "out")
+    assert "000000000022.jpg" in failure and "not found" in \
+        failure
     assert not (tmp_path / "out").exists()
 
 
-def test_upscale_coco_annotation_of_unknown_image(coco_dir, tmp_path):
+def test_upscale_coco_annotation_of_unknown_image(coco_dir, tmp_path, capsys):
     path = coco_dir / "annotations" / "instances_val2017.json"
     dataset = json.loads(path.read_text())
     dataset["annotations"].append({**COCO_ANNOTATIONS[0], "id": 5, "image_id": 99})
     path.write_text(json.dumps(dataset))
-    with pytest.raises(SystemExit) as failure:
-        run_upscale(coco_dir, tmp_path / "out")
-    assert "[99]" in str(failure.value.code) and "not in its 'images' list" in \
-        str(failure.value.code)
+    failure = upscale_refused(capsys, coco_dir, tmp_path / "out")
+    assert "[99]" in failure and "not in its 'images' list" in \
+        failure
 
 
-def test_upscale_coco_refuses_to_overwrite_its_inputs(coco_dir):
-    with pytest.raises(SystemExit) as failure:
-        run_upscale(coco_dir, coco_dir)
-    assert "is the input folder" in str(failure.value.code)
+def test_upscale_coco_refuses_to_overwrite_its_inputs(coco_dir, capsys):
+    failure = upscale_refused(capsys, coco_dir, coco_dir)
+    assert "is the input folder" in failure
 
 
 # ---- a tiny OpenImages set ---------------------------------------------------------------------
@@ -260,7 +277,7 @@ def test_openimages_offline_csv_download_fails_fast(tmp_path, capsys):
     with pytest.raises(SystemExit) as failure:
         oi.main(["-d", str(tmp_path / "oi"), "--csv-base-url", UNREACHABLE,
                  "--image-base-url", UNREACHABLE])
-    message = str(failure.value.code)
+    message = failure
     assert f"cannot reach {UNREACHABLE}v5/" in message
     assert "needs internet access" in message and "--dataset-path" in message
 
@@ -270,7 +287,7 @@ def test_openimages_offline_image_download_fails_fast(tmp_path):
     with pytest.raises(SystemExit) as failure:
         oi.main(["-d", str(root), "--classes", *OI_CLASSES, "--image-base-url", UNREACHABLE,
                  "--csv-base-url", UNREACHABLE])
-    message = str(failure.value.code)
+    message = failure
     assert f"cannot reach {UNREACHABLE}validation/aa00000000000001.jpg" in message
     assert "needs internet access" in message
     assert not (root / "annotations" / oi.OUTPUT_JSON).exists()
@@ -328,7 +345,7 @@ def test_openimages_missing_image_on_server_is_reported(tmp_path, local_mirror):
     with pytest.raises(SystemExit) as failure:
         oi.main(["-d", str(root), "--classes", *OI_CLASSES, "--threads", "2",
                  "--csv-base-url", local_mirror, "--image-base-url", local_mirror])
-    message = str(failure.value.code)
+    message = failure
     assert "1 of 4 image download(s) failed" in message and "ab00000000000009" in message
     assert "HTTP 404" in message
     assert not (root / "annotations" / oi.OUTPUT_JSON).exists()
