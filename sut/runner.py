@@ -66,13 +66,14 @@ def run(config: RunConfig, images: ImageList, show_progress: bool = True) -> dic
 
 
 def _run(config: RunConfig, images: ImageList, show_progress: bool) -> dict:
+    settings = loadgen_bridge.build_settings(config)
+    loadgen_bridge.check_schedulable(settings, config)  # before Ray: LoadGen's memory
     source = start_session(config, images, show_progress)
     output = Path(config.output)
     results: dict = {"notes": list(config.notes), "tests": [], "setup": _setup(config)}
     batch_ids = batch_id_counter()
     with WorkerPool(config) as pool:
         results["setup"]["worker_details"] = pool.descriptions
-        settings = loadgen_bridge.build_settings(config)
         for mode in config.modes:
             if interrupts.received():
                 break

@@ -374,3 +374,28 @@ def test_a_second_run_into_a_busy_output_folder_is_refused(cli, good_args, tmp_p
         assert f"--output {tmp_path / 'out'} is in use by another run (pid {os.getpid()}" in err
     with output_lock(tmp_path / "out"):  # released: taken again at once
         pass
+
+
+def test_a_rate_loadgen_cannot_hold_in_memory_is_refused(cli, good_args):
+    """1,000,000 QPS for LoadGen's 600 s: 600 million queries built before the first is
+    issued, which fills the memory instead of running. Refused before Ray starts."""
+    code, err = cli(*good_args, "--qps", "1000000")  # Offline: the one query's samples
+    assert code == EXIT_BAD_INPUT
+    assert "--qps (Offline expected QPS) 1e+06 for 600 s" in err and "a shorter --time" in err
+
+
+def test_a_server_schedule_loadgen_cannot_hold_is_refused_and_a_short_one_is_not():
+    from types import SimpleNamespace
+
+    from sut.config import RunConfig
+    from sut.errors import ConfigError
+    from sut.loadgen_bridge import check_schedulable
+
+    config = RunConfig(model="", dataset_path="", backend="null", dataset="imagenet",
+                       data_format="NCHW", model_name="resnet50", scenario="Server")
+    settings = SimpleNamespace(min_duration_ms=600_000, min_query_count=100,
+                               server_target_qps=1e6, offline_expected_qps=1.0)
+    with pytest.raises(ConfigError, match=r"--qps \(Server target QPS\) 1e\+06 for 600 s"):
+        check_schedulable(settings, config)
+    settings.min_duration_ms = 10_000  # --time 10: 10 million queries, fine
+    check_schedulable(settings, config)
