@@ -192,7 +192,12 @@ class SampleSource:
         for row, index in enumerate(indices):
             path = cached_file(self.folder, self.images.files[index])
             try:
-                loaded = np.load(path, allow_pickle=False)
+                with open(path, "rb") as handle:
+                    if handle.read(6) != b"\x93NUMPY":  # np.load would call it "pickled"
+                        raise ValueError("not a NumPy .npy file: damaged or written by "
+                                         "something else")
+                    handle.seek(0)
+                    loaded = np.load(handle, allow_pickle=False)
             except (OSError, ValueError, EOFError) as error:  # damaged (writes are atomic)
                 raise ConfigError(f"pre-processed file {path} cannot be read ({error}); delete "
                                   "it to have it rebuilt from its image.") from None

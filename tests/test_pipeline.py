@@ -130,7 +130,7 @@ def test_null_backend_runs_the_harness_without_inference(run_known):
     assert {entry["data"] for entry in entries} == {"000080BF"}
 
 
-@pytest.mark.parametrize("damage", ["wrong shape", "truncated"])
+@pytest.mark.parametrize("damage", ["wrong shape", "truncated", "garbage"])
 def test_a_failing_loadgen_callback_ends_the_run_with_a_reason_not_a_crash(
         run_known, known_set, cache_dir, tmp_path, damage):
     """A broken cached sample makes load_query_samples raise inside LoadGen's thread: the run
@@ -145,6 +145,8 @@ def test_a_failing_loadgen_callback_ends_the_run_with_a_reason_not_a_crash(
     cached = next(_cached_files(cache_dir, dataset, "img_000.jpg"))
     if damage == "wrong shape":
         np.save(cached, np.zeros((5, 5), np.uint8))  # newer than the image: taken as fresh
+    elif damage == "garbage":
+        cached.write_bytes(b"garbage, not NumPy at all" * 100)
     else:
         cached.write_bytes(cached.read_bytes()[:60])
     run = run_known("Offline", "--count", "4", dataset=dataset)
@@ -152,6 +154,9 @@ def test_a_failing_loadgen_callback_ends_the_run_with_a_reason_not_a_crash(
     test = run.results()["tests"][0]
     assert "load_query_samples failed" in test["error"] and "img_000.jpg" in test["error"]
     assert "delete it to have it rebuilt" in test["error"]
+    assert "pickled" not in test["error"]
+    if damage == "garbage":
+        assert "not a NumPy .npy file" in test["error"]
     assert "FAILED" in run.stdout
 
 
