@@ -64,11 +64,7 @@ def detections_from_log(entries: list[dict], image_map: list[dict],
         image = image_map[index]
         image_ids.add(int(image["id"]))
         raw = bytes.fromhex(entry["data"])
-        if len(raw) % 4:
-            from sut.errors import ConfigError
-
-            raise ConfigError(f"qsl_idx {index}: a payload of {len(raw)} bytes is no whole "
-                              "number of float32 values: not a detection model's log?")
+        check_payload_size(index, raw)
         data = np.frombuffer(raw, np.float32)
         if len(data) < RECORD:
             no_results += 1
@@ -148,9 +144,19 @@ def image_map_of(annotations: dict, remove_empty: bool) -> list[dict]:
     return listed_images(annotations, keep_empty=not remove_empty)
 
 
+def check_payload_size(index: int, raw: bytes) -> None:
+    """A detection payload is whole 7-float32 records (none: no detection)."""
+    if len(raw) % (4 * RECORD):
+        from sut.errors import ConfigError
+
+        raise ConfigError(f"qsl_idx {index}: a payload of {len(raw)} bytes is no whole number of "
+                          f"{RECORD}-float32 detection records: a classification log (score it "
+                          "with accuracy_imagenet.py)?")
+
+
 def score_log_file(accuracy_file: str | Path, annotations_file: str | Path, use_inv_map: bool,
                    remove_empty: bool, output_file: str | Path | None, *,
-                   dataset_flag: str) -> DetectionScore:
+                   dataset_flag: str, allow_partial: bool = False) -> DetectionScore:
     """What the accuracy scripts do: read the log and the ground truth, score. dataset_flag: the
     script's option for the folder that holds annotations_file, named in error messages."""
     from datasets.accuracy import read_accuracy_log
@@ -174,6 +180,23 @@ def score_log_file(accuracy_file: str | Path, annotations_file: str | Path, use_
                           + (" with annotations: wrong " + dataset_flag
                              + ", or drop --remove-48-empty-images?" if remove_empty
                              else f": wrong {dataset_flag}?"))
+    try:
+        for entry in entries:
+            check_payload_size(entry["qsl_idx"], bytes.fromhex(entry["data"]))
+    except ConfigError as error:
+        raise ConfigError(f"--mlperf-accuracy-file {accuracy_file}, {error}") from None
+    if not allow_partial:
+        marker = Path(accuracy_file).parent / "ABORTED.txt"
+        if marker.is_file():
+            raise ConfigError(f"--mlperf-accuracy-file {accuracy_file}: the run that wrote it "
+                              f"was aborted ({marker} says why). Score a complete run, or pass "
+                              "--allow-partial to score it anyway.")
+        answered = len({entry["qsl_idx"] for entry in entries})
+        if answered < len(image_map):
+            raise ConfigError(f"--mlperf-accuracy-file {accuracy_file} answers {answered} of the "
+                              f"{len(image_map)} images {annotations_file} lists. Score a "
+                              "complete run, or pass --allow-partial for a run of part of the "
+                              "set (--count).")
     try:
         return score_detections(entries, annotations_file, image_map, use_inv_map, annotations,
                                 output_file)
@@ -201,11 +224,15 @@ def accuracy_cli(argv: list[str], *, dataset_flag: str, annotations: str, defaul
     if with_remove_empty:
         parser.add_argument("--remove-48-empty-images", action="store_true",
                             help="qsl indices count only images with annotations")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score a log of part of the set (a --count run) or of an aborted "
+                             "run instead of refusing it")
     args = parser.parse_args(argv)
     try:
         score = score_log_file(args.mlperf_accuracy_file, Path(args.dataset_dir) / annotations,
                                args.use_inv_map, getattr(args, "remove_48_empty_images", False),
-                               args.output_file, dataset_flag=dataset_flag)
+                               args.output_file, dataset_flag=dataset_flag,
+                               allow_partial=args.allow_partial)
     except (ConfigError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -515,6 +515,11 @@ DETECTION_BAD_LOGS = {
                 ["--mlperf-accuracy-file", "log.json", "not hex"]),
     "odd payload": ('[{"seq_id": 0, "qsl_idx": 0, "data": "0000A0"}]',
                     ["--mlperf-accuracy-file", "log.json", "float32"]),
+    "a classification log": (f'[{{"seq_id": 0, "qsl_idx": 0, "data": "{GOOD_LABEL}"}}]',
+                             ["--mlperf-accuracy-file", "classification log"]),
+    "short of the annotations": (f'[{{"seq_id": 0, "qsl_idx": 0, "data": "{GOOD_BOXES}"}}]',
+                                 ["--mlperf-accuracy-file", "answers 1 of the", "--allow-partial"]),
+    "empty list": ("[]", ["--mlperf-accuracy-file", "answers 0 of the", "--allow-partial"]),
 }
 
 
