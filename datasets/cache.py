@@ -116,7 +116,20 @@ def ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
     """Pre-process every listed image not yet cached; return the cache folder.
 
     With use_ray, chunks of images run as Ray tasks, one CPU each, across the cluster.
+    A cache folder that cannot be written (a file where a folder belongs, no permission, a
+    full disk) is a ConfigError naming the path, before LoadGen starts.
     """
+    try:
+        return _ensure_preprocessed(images, spec, layout, cache_root, use_ray, show_progress)
+    except OSError as error:
+        where = error.filename or cache_root
+        raise ConfigError(f"--cache_dir {cache_root}: cannot write the pre-processed samples "
+                          f"({error.strerror or error}: {where}). Give a --cache_dir that can "
+                          "be written, or remove what is in the way.") from None
+
+
+def _ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
+                         cache_root: str | Path, use_ray: bool, show_progress: bool) -> Path:
     folder = cache_folder(cache_root, spec, layout, images.root)
     _write_manifest(folder, spec, layout, images.root)
     todo = [i for i, name in enumerate(images.files)

@@ -316,3 +316,15 @@ def test_an_image_copied_in_with_its_old_time_kept_is_preprocessed_again(known_s
     after = np.load(cached_file(folder, first))
     assert not np.array_equal(before, after)
     assert np.array_equal(after, preprocess_one(root / first, spec, "NCHW"))
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(known_set, tmp_path):
+    from sut.errors import ConfigError
+
+    cache = tmp_path / "cache"
+    (cache / "ray-sut").mkdir(parents=True)
+    (cache / "ray-sut" / "preprocessed").write_text("a file where the cache's folder belongs")
+    images = read_val_map(known_set.dataset_path, count=2)
+    with pytest.raises(ConfigError, match=r"--cache_dir .*cannot write the pre-processed"):
+        ensure_preprocessed(images, get_dataset("imagenet"), "NCHW", cache, use_ray=False,
+                            show_progress=False)
