@@ -36,8 +36,9 @@ class InferenceWorker:
         self._device_normalizes = False
         table = self._spec.normalization_table(options.layout)
         hook = getattr(self._backend, "normalize_on_device", None)
-        # (The null backend does it everywhere: it never reads the values.)
-        on_device = options.device == "gpu" or backend_name == "null"
+        # A backend that never reads the values (null) takes them so on any device.
+        on_device = (options.device == "gpu"
+                     or not getattr(self._backend, "reads_input_values", True))
         if on_device and table is not None and hook is not None:
             self._device_normalizes = bool(hook(table, options.layout))
         self._check_outputs(options)

@@ -170,17 +170,12 @@ class Dispatcher:
 
     def measure_round_trip(self, sample_index: int, rounds: int = 5,
                            timeout_s: float = 10.0) -> float | None:
-        """The median time one single-sample batch takes through the whole path and back,
-        over `rounds` sent one after another (warm-up traffic, never seen by LoadGen); None if
-        one did not come back in time."""
+        """The median time one single-sample warm-up batch takes through the whole path and
+        back, over `rounds` sent one after another; None if one did not come back in time."""
         times = []
         for _ in range(rounds):
-            batch = Batch(next(self._batch_ids), np.zeros(1, np.uint64),
-                          np.full(1, sample_index, np.int64))
-            done = self._completer.expect_warm_up([batch.batch_id])
             started = time.perf_counter()
-            self._send([batch])
-            if not done.wait(timeout_s):
+            if not self.warm_up(sample_index, [1], timeout_s):
                 return None
             times.append(time.perf_counter() - started)
         return float(np.median(times))

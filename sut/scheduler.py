@@ -71,11 +71,9 @@ class BatchScheduler:
         of the queue, oldest first, and out to the others. Returns them."""
         with self._lock:
             calls = self._calls.pop(worker_id, {})
-            returned = sorted((batch for batches in calls.values() for batch in batches),
-                              key=lambda batch: batch.batch_id)
-            self._pending.extendleft(reversed(returned))
-            assigned = self._assign()
-        self._dispatch(assigned)
+        returned = sorted((batch for batches in calls.values() for batch in batches),
+                          key=lambda batch: batch.batch_id)
+        self.put_front(returned)
         return returned
 
     def clear(self) -> int:
@@ -103,10 +101,6 @@ class BatchScheduler:
     def pending_batches(self) -> int:
         with self._lock:
             return len(self._pending)
-
-    def calls_out(self) -> int:
-        with self._lock:
-            return sum(len(calls) for calls in self._calls.values())
 
     # -- internals (under the lock) ---------------------------------------------------------
     def _assign(self) -> list[tuple[str, int, list[Batch]]]:

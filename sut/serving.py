@@ -154,10 +154,6 @@ class LocalWorkers(ServingPool):
                 return
             self.events.put(CallReturned(worker_id, call_id, items))
 
-    def broadcast(self, method: str, *args) -> None:
-        for worker in self._workers.values():
-            getattr(worker, method)(*args)
-
     def close(self) -> None:
         for inbox in self._inboxes.values():
             inbox.put(None)

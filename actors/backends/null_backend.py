@@ -13,6 +13,7 @@ class NullBackend:
 
     name = "null"
     preferred_layout = "NCHW"
+    reads_input_values = False  # so the worker hands it uint8 rows on any device
 
     def __init__(self, options: BackendOptions) -> None:
         if options.null_outputs is None:
