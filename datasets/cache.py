@@ -9,7 +9,8 @@ layout, resumable and shared by every `--count`):
 
 Every setting that changes the bytes is in the path (<images> is a hash of the image folder's
 path), so two configurations never share files; an image changed after its cached file was
-written (modification or inode change time) is pre-processed again, and a name listed outside
+written (modification or inode change time) is pre-processed again, as is a cached file that is
+damaged (not .npy, another shape or dtype, cut short: read from its header), and a name listed outside
 the image folder (absolute, or with '..') is cached under _outside/, never beside the image.
 The reference keeps float32 files under <cache_dir>/preprocessed/; we never write there.
 
@@ -59,6 +60,35 @@ def _is_fresh(cached: Path, source: Path) -> bool:
     except FileNotFoundError:
         return False
     return made >= image.st_mtime_ns and made >= image.st_ctime_ns
+
+
+def sample_file_problem(path: Path, shape: tuple[int, ...], dtype) -> str | None:
+    """Why a sample file cannot serve as a (shape, dtype) sample, or None when it can: read
+    from its header and size alone, so every file is checked before LoadGen starts."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":  # np.load would call it "pickled"
+                return "not a NumPy .npy file: damaged or written by something else"
+            handle.seek(0)
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return f".npy format version {version} (this harness writes 1.0)"
+            found_shape, fortran_order, found_dtype = read_header(handle)
+            size = os.fstat(handle.fileno()).st_size
+            data_start = handle.tell()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError, EOFError) as error:
+        return f"unreadable ({error})"
+    if tuple(found_shape) != tuple(shape) or np.dtype(found_dtype) != np.dtype(dtype):
+        return (f"holds {np.dtype(found_dtype)} {list(found_shape)}, expected "
+                f"{np.dtype(dtype)} {list(shape)}")
+    expected = data_start + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size != expected or fortran_order:
+        return f"{size} bytes where a whole sample takes {expected}: cut short or padded"
+    return None
 
 
 def cached_file(folder: Path, relative_name: str) -> Path:
@@ -132,11 +162,13 @@ def _ensure_preprocessed(images: ImageList, spec: DatasetSpec, layout: str,
                          cache_root: str | Path, use_ray: bool, show_progress: bool) -> Path:
     folder = cache_folder(cache_root, spec, layout, images.root)
     _write_manifest(folder, spec, layout, images.root)
+    shape, dtype = spec.sample_shape(layout), spec.stored_dtype
     todo = [i for i, name in enumerate(images.files)
-            if not _is_fresh(cached_file(folder, name), images.path(i))]
+            if not _is_fresh(cached_file(folder, name), images.path(i))
+            or sample_file_problem(cached_file(folder, name), shape, dtype) is not None]
     if not todo:
         return folder
-    sample_bytes = int(np.prod(spec.sample_shape(layout))) * np.dtype(spec.stored_dtype).itemsize
+    sample_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     per_task = max(1, min(32, _BYTES_PER_TASK // sample_bytes))
     chunks = [todo[start:start + per_task] for start in range(0, len(todo), per_task)]
     progress = progress_bar(len(todo), f"pre-processing {spec.name} ({layout})", "img",
@@ -235,15 +267,16 @@ def reference_preprocessed_source(preprocessed_dir: str | Path, images: ImageLis
             if missing:
                 raise ConfigError(f"--preprocessed_dir {folder} lacks {len(missing)} of the "
                                   f"listed samples (first: {missing[0]}.npy).")
-            sample = np.load(first, mmap_mode="r")
+            shape = spec.sample_shape(layout)
             wanted = spec.model_input_dtype()  # float32; uint8 for coco-300, as the reference
-            if sample.shape != spec.sample_shape(layout) or sample.dtype != wanted:
-                raise ConfigError(f"--preprocessed_dir: {first} holds {sample.dtype} "
-                                  f"{list(sample.shape)}, but the run needs {wanted} "
-                                  f"{list(spec.sample_shape(layout))} ({layout}). Check "
-                                  "--data-format and the dataset.")
-            return SampleSource(folder, images, spec.sample_shape(layout), wanted,
-                                normalized=True)
+            for name in images.files:
+                problem = sample_file_problem(cached_file(folder, name), shape, wanted)
+                if problem:
+                    raise ConfigError(f"--preprocessed_dir: {cached_file(folder, name)} "
+                                      f"{problem}; the run needs {np.dtype(wanted)} "
+                                      f"{list(shape)} ({layout}). Check --data-format and the "
+                                      "dataset, or pre-process that image again.")
+            return SampleSource(folder, images, shape, wanted, normalized=True)
     raise ConfigError(f"--preprocessed_dir {root}: no {images.files[0]}.npy there nor under "
                       f"preprocessed/{spec.name}/{layout}/. Point it at the reference's "
                       "pre-processed folder, or drop the flag to pre-process here.")

@@ -10,6 +10,9 @@ KeyboardInterrupt in the main thread at once. Either way the worker pool is clos
 out, and should the process still be alive after GRACE_S, it exits, ending the local Ray
 instance's processes it started first (its own children) so that no actor outlives it.
 
+A runner leaves its last words for the forced exit (before_forced_exit): results.json and the
+ABORTED marks, since LoadGen's own logs then stop mid-test.
+
 `interrupt_main` alone does not stop a main thread that waits inside C code (ray.init, a
 ray.wait loop), so the long steps before LoadGen also call `stop_if_received` between waits.
 """
@@ -31,6 +34,7 @@ CHILDREN_WAIT_S = 0.5
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; SIGTERM gives 143
 
 _abort_callbacks: list[Callable[[str], None]] = []
+_last_words: list[Callable[[str], None]] = []
 _lock = threading.Lock()
 _received = threading.Event()
 _signal_number: list[int] = []  # the first signal taken
@@ -57,11 +61,22 @@ def on_interrupt(abort: Callable[[str], None]) -> Callable[[], None]:
     """Call abort(reason) if a signal arrives; returns the function that unregisters it."""
     with _lock:
         _abort_callbacks.append(abort)
+    return _unregister(_abort_callbacks, abort)
 
+
+def before_forced_exit(write: Callable[[str], None]) -> Callable[[], None]:
+    """Call write(reason) just before a forced exit (the grace ran out, or a second signal);
+    returns the function that unregisters it."""
+    with _lock:
+        _last_words.append(write)
+    return _unregister(_last_words, write)
+
+
+def _unregister(registry: list, entry) -> Callable[[], None]:
     def unregister() -> None:
         with _lock:
-            if abort in _abort_callbacks:
-                _abort_callbacks.remove(abort)
+            if entry in registry:
+                registry.remove(entry)
 
     return unregister
 
@@ -86,18 +101,39 @@ def _watch(signals) -> None:
         abort(f"interrupted by {name}")
     if not callbacks:
         _thread.interrupt_main()
-    threading.Timer(GRACE_S, _exit_now, args=(name,)).start()
+    threading.Timer(GRACE_S, _exit_now, args=(name, GRACE_S)).start()
     signal.sigwait(signals)  # a second Ctrl-C: leave at once
-    _exit_now(name)
+    _exit_now(name, None)
 
 
-def _exit_now(name: str) -> None:
+_exiting = threading.Lock()
+
+
+def claim_exit() -> bool:
+    """True for the first caller only: whoever ends the process (this module's forced exit, or
+    the runner's abort watchdog) writes the last words once and exits; others stand back."""
+    return _exiting.acquire(blocking=False)
+
+
+def _exit_now(name: str, waited_s: float | None) -> None:
+    if not claim_exit():
+        return  # the timer and a second signal at once: one exit is enough
+    why = (f"the run had not stopped {waited_s:g} s after it" if waited_s is not None
+           else "a second signal")
+    reason = f"interrupted by {name}; the process was ended ({why})"
+    with _lock:
+        last_words = list(_last_words)
+    for write in last_words:
+        try:
+            write(reason)
+        except Exception:  # noqa: BLE001 - the exit must happen
+            log.exception("writing the aborted run's marks failed")
     print(f"\ninterrupted by {name}; exiting.", flush=True)
-    _end_child_processes()
+    end_child_processes()
     os._exit(exit_code())
 
 
-def _end_child_processes() -> None:
+def end_child_processes() -> None:
     """SIGTERM every process this one started (a local Ray instance: GCS, raylet, workers),
     wait briefly, then SIGKILL what is left. Not ray.shutdown(): with the run's threads still
     inside Ray it waits, and can end the process with Ray's own exit code. A driver joined to a

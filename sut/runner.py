@@ -32,9 +32,12 @@ from sut.shared_samples import SharedSamples
 
 log = logging.getLogger(__name__)
 
-# After an abort LoadGen may keep issuing (a Server run lasts its full duration). We answer
-# everything at once, but if LoadGen still has not returned after this long, the process exits.
+# After an abort every sample is answered at once, and LoadGen returns at once from an Offline
+# test (one query). The other scenarios keep LoadGen's schedule to the end of the duration (it
+# has no way to end a test early), so the process ends CUT_OFF_S after the abort, its marks and
+# results.json written first; an Offline test that has not returned in ABORT_GRACE_S, likewise.
 ABORT_GRACE_S = 60.0
+CUT_OFF_S = 5.0
 EXIT_ABORTED = 3
 
 
@@ -50,7 +53,9 @@ def prepare_samples(config: RunConfig, images: ImageList, show_progress: bool) -
 
 def start_session(config: RunConfig, images: ImageList, show_progress: bool) -> SampleSource:
     """Join or start Ray, check the placement, pre-process: what every job does before its
-    workers start. A Ctrl-C in between stops it here (KeyboardInterrupt)."""
+    workers start. A Ctrl-C in between stops it here (KeyboardInterrupt), and one taken
+    before (say while the embedded default's model was exported) never starts Ray."""
+    interrupts.stop_if_received()
     connect(config)
     interrupts.stop_if_received()
     check_placement(config)
@@ -79,7 +84,7 @@ def _run(config: RunConfig, images: ImageList, show_progress: bool) -> dict:
                 break
             test_dir = output if len(config.modes) == 1 else output / mode
             outcome = run_test(config, pool, settings, mode, images, source, test_dir, batch_ids,
-                               show_progress)
+                               show_progress, results)
             results["tests"].append(outcome)
             if outcome.get("error"):
                 break
@@ -98,7 +103,8 @@ def _setup(config: RunConfig) -> dict:
 
 
 def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: ImageList,
-             source: SampleSource, test_dir: Path, batch_ids, show_progress: bool = True) -> dict:
+             source: SampleSource, test_dir: Path, batch_ids, show_progress: bool = True,
+             results: dict | None = None) -> dict:
     # Samples answered: out of the set in an accuracy run; a running count in a performance run.
     progress = progress_bar(len(images) if mode == "accuracy" else None,
                             f"{config.scenario} {mode}", "sample", show_progress)
@@ -127,7 +133,20 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     measured: dict = {}
     performance_count = loadgen_bridge.performance_sample_count(config, settings, len(images))
     unregister_interrupt = interrupts.on_interrupt(completer.abort)
-    watchdog = _AbortWatchdog(completer, test_dir)
+
+    def write_cut_off(reason: str) -> None:
+        """The process ends before LoadGen returns: results.json (the tests so far and this
+        one, ABORTED) and the marks beside LoadGen's logs, which stop mid-test."""
+        outcome = {"scenario": config.scenario, "mode": mode, "result": "ABORTED",
+                   "note": "the process was ended before LoadGen returned: its logs here stop "
+                           "mid-test"}
+        mark_aborted(outcome, reason, test_dir)
+        earlier = results or {"tests": []}
+        write_results({**earlier, "tests": earlier["tests"] + [outcome]}, config.output)
+
+    unregister_last_words = interrupts.before_forced_exit(write_cut_off)
+    watchdog = _AbortWatchdog(completer, write_cut_off,
+                              ABORT_GRACE_S if config.scenario == "Offline" else CUT_OFF_S)
     failures_before = len(pool.failures())
     calls_before, batches_before = pool.scheduler.calls_sent, pool.scheduler.batches_sent
     started = time.monotonic()
@@ -145,6 +164,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
             test_seconds = time.monotonic() - test_started
     finally:
         unregister_interrupt()
+        unregister_last_words()
         watchdog.stop()
         shared.unload()
         progress.close()
@@ -223,11 +243,13 @@ def _score_detection(spec, images, log_path: Path) -> dict:
 
 
 class _AbortWatchdog:
-    """Ends the process if LoadGen has not returned ABORT_GRACE_S after an abort."""
+    """Ends the process if LoadGen has not returned grace_s after an abort (a fault's, or a
+    signal's: the exit code then says which signal), writing the marks first."""
 
-    def __init__(self, completer: Completer, test_dir: Path) -> None:
+    def __init__(self, completer: Completer, write_cut_off, grace_s: float) -> None:
         self._completer = completer
-        self._test_dir = test_dir
+        self._write_cut_off = write_cut_off
+        self._grace_s = grace_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="abort-watchdog", daemon=True)
 
@@ -239,17 +261,18 @@ class _AbortWatchdog:
         self._thread.join(5)
 
     def _watch(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.1):
             if self._completer.aborted:
-                if self._stop.wait(ABORT_GRACE_S):
+                if self._stop.wait(self._grace_s) or not interrupts.claim_exit():
                     return
-                outcome = {"note": "LoadGen did not return after the abort"}
-                mark_aborted(outcome, self._completer.abort_reason, self._test_dir)
-                outcome["result"] = "ABORTED"
-                write_results({"tests": [outcome]}, self._test_dir)
-                print(f"\nFAILED: {self._completer.abort_reason}\nLoadGen did not return "
-                      f"{ABORT_GRACE_S:.0f} s after the abort; exiting.", flush=True)
-                os._exit(EXIT_ABORTED)
+                reason = (f"{self._completer.abort_reason}; the process was ended (LoadGen had "
+                          f"not returned {self._grace_s:g} s later)")
+                try:
+                    self._write_cut_off(reason)
+                finally:
+                    print(f"\nFAILED: {reason}; exiting.", flush=True)
+                    interrupts.end_child_processes()
+                    os._exit(interrupts.exit_code() if interrupts.received() else EXIT_ABORTED)
 
 
 def print_summary(results: dict) -> None:

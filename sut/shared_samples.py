@@ -4,6 +4,8 @@ load_query_samples reads the requested samples from the pre-processed cache into
 array and `ray.put`s it once; every worker receives the same object, which Ray maps read-only
 from shared memory on each node, so memory does not grow with the number of workers.
 LoadGen calls these on its own thread, before issuing queries and after the last completion.
+Its list may name a sample many times (a MultiStream query larger than the set repeats it), so
+each distinct sample is read and stored once.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ class SharedSamples:
     def load(self, indices: list[int]) -> None:
         import ray
 
-        array = self._source.read(indices)
+        distinct = np.unique(np.asarray(indices, dtype=np.int64))
+        array = self._source.read(distinct.tolist())
         row_of_index = np.full(self._total, -1, dtype=np.int64)
-        row_of_index[np.asarray(indices, dtype=np.int64)] = np.arange(len(indices))
+        row_of_index[distinct] = np.arange(len(distinct))
         self._ref = ray.put(array)
-        self.loaded_count, self.loaded_bytes = len(indices), array.nbytes
+        self.loaded_count, self.loaded_bytes = len(distinct), array.nbytes
         del array  # the object store holds the only copy now
         self._pool.broadcast("set_samples", self._ref, row_of_index, self._source.normalized)
         # One copy per node that needed it (the driver's, and each node with workers).

@@ -146,6 +146,25 @@ def test_completer_retries_a_failed_batch_then_aborts_and_closes_everything_out(
     assert set(recorder.payloads.values()) == {None}
 
 
+@pytest.mark.parametrize("error", [ValueError("a bug"), KeyError("x")])
+def test_a_raising_loadgen_callback_aborts_the_run_instead_of_crossing_into_loadgen(error):
+    """An exception inside a LoadGen callback would cross into its C++ and kill the process:
+    the wrapper logs it, aborts (every outstanding sample answered) and returns."""
+    from sut.runner import _never_raise
+
+    ledger, recorder = CompletionLedger(), Recorder()
+    completer = Completer(ledger, recorder, lambda batches: None)
+    ledger.record([make_batch(0, [0, 1])])
+
+    def load(indices):
+        raise error
+
+    assert _never_raise("load_query_samples", load, completer)([0, 1]) is None
+    assert completer.aborted and completer.abort_reason.startswith(
+        f"load_query_samples failed: {type(error).__name__}")
+    assert sorted(recorder.completed) == [1000, 1001]
+
+
 @pytest.mark.parametrize("error, reason_ends", [("", "on worker w: "),
                                                 ("\n  first\nsecond", "on worker w: first")])
 def test_an_abort_reason_is_the_first_line_of_any_error_text(error, reason_ends):

@@ -150,6 +150,31 @@ def test_a_signal_stops_a_run_promptly_and_shuts_the_workers_down(plan, start_su
     assert not alive, "the workers are shut down"
 
 
+@pytest.mark.parametrize("scenario", ["Server", "SingleStream"])
+def test_a_signal_ends_a_test_that_loadgen_cannot_end_early(plan, start_sut, scenario):
+    """LoadGen keeps a Server test to the end of its duration (here 2 minutes) even once every
+    sample is answered: the run must still end within seconds of a SIGTERM, in every scenario,
+    results.json and the marks beside LoadGen's cut-off logs saying ABORTED."""
+    import signal
+
+    process, output = start_sut(plan(sleep_s=0.05), "--scenario", scenario, "--qps", "20",
+                                "--time", "120", "--max-batchsize", "1")
+    _wait_for(output / "mlperf_log_detail.txt")
+    time.sleep(2)
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=90)
+    assert process.returncode == 143, stderr[-3000:]
+    assert time.monotonic() - interrupted_at < 20
+    test = json.loads((output / "results.json").read_text())["tests"][0]
+    assert test["result"] == "ABORTED" and test["scenario"] == scenario
+    assert "interrupted by SIGTERM" in test["error"]
+    if scenario == "Server":  # LoadGen would have kept its 2-minute schedule
+        assert "the process was ended" in test["error"]
+    assert "interrupted by SIGTERM" in (output / "ABORTED.txt").read_text()
+    assert (output / "mlperf_log_summary.txt").read_text().startswith("ABORTED")
+
+
 def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, start_sut, tmp_path):
     """Before the first test there is no LoadGen test to abort: the start-up itself stops,
     well before the forced exit (interrupts.GRACE_S), and no test begins."""
@@ -165,6 +190,21 @@ def test_ctrl_c_while_the_workers_start_stops_before_loadgen(plan, start_sut, tm
     assert time.monotonic() - interrupted_at < 10
     assert "interrupted: workers shut down." in stderr
     assert not (output / "mlperf_log_detail.txt").exists(), "no LoadGen test started"
+
+
+def test_a_signal_taken_before_ray_starts_never_starts_it(monkeypatch):
+    """A Ctrl-C while the embedded model is exported (C code, where the main thread does not
+    see it) is found before Ray starts: no Ray instance is started only to be torn down."""
+    import threading
+
+    from sut import interrupts, runner
+
+    signalled = threading.Event()
+    signalled.set()
+    monkeypatch.setattr(interrupts, "_received", signalled)
+    monkeypatch.setattr(runner, "connect", lambda config: pytest.fail("Ray was started"))
+    with pytest.raises(KeyboardInterrupt):
+        runner.start_session(config=None, images=None, show_progress=False)
 
 
 def test_a_worker_killed_with_sigkill_during_a_server_run_loses_nothing(plan, start_sut):
@@ -215,7 +255,7 @@ def test_the_forced_exit_ends_the_processes_it_started(tmp_path):
         "wait'])\n"
         "import time; time.sleep(0.5)\n"
         "open(" + repr(str(pids)) + ", 'a').write(f'{child.pid}\\n')\n"
-        "interrupts._exit_now('SIGINT')\n")
+        "interrupts._exit_now('SIGINT', None)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert done.returncode == 130, done.stderr

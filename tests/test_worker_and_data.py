@@ -328,3 +328,47 @@ def test_a_cache_folder_that_cannot_be_written_is_named(known_set, tmp_path):
     with pytest.raises(ConfigError, match=r"--cache_dir .*cannot write the pre-processed"):
         ensure_preprocessed(images, get_dataset("imagenet"), "NCHW", cache, use_ray=False,
                             show_progress=False)
+
+
+def test_samples_loadgen_names_many_times_are_read_and_stored_once(ray_address):
+    """A MultiStream query larger than the loaded set makes LoadGen name each sample many
+    times (100,000 names for 64 samples): each distinct sample is read once, and every name
+    maps to the row holding its own sample."""
+    import ray
+
+    from sut.shared_samples import SharedSamples
+
+    class Source:
+        normalized = False
+        asked: list[int] = []
+
+        def read(self, indices):
+            self.asked = list(indices)
+            return np.asarray(indices, dtype=np.int64)[:, None] * np.ones((1, 3), np.int64)
+
+    class Pool:
+        def broadcast(self, method, ref, row_of_index, normalized):
+            self.rows, self.ref = row_of_index, ref
+
+    pool, source = Pool(), Source()
+    names = [5, 2, 5, 9, 2, 5] * 1000
+    SharedSamples(pool, source, total_count=10).load(names)
+    assert sorted(source.asked) == [2, 5, 9]
+    stored = ray.get(pool.ref)
+    assert all(stored[pool.rows[index]].tolist() == [index] * 3 for index in names)
+    assert all(pool.rows[index] == -1 for index in (0, 1, 3, 4, 6, 7, 8))
+
+
+def test_a_damaged_file_in_a_reference_preprocessed_dir_is_named_before_the_run(known_set,
+                                                                                tmp_path):
+    from datasets.cache import reference_preprocessed_source
+    from sut.errors import ConfigError
+
+    spec = get_dataset("imagenet")
+    images = read_val_map(known_set.dataset_path, count=3)
+    for name in images.files:
+        np.save(tmp_path / name, np.zeros(spec.sample_shape("NCHW"), np.float32))
+    cut = tmp_path / (images.files[2] + ".npy")
+    cut.write_bytes(cut.read_bytes()[:-4])
+    with pytest.raises(ConfigError, match=rf"{images.files[2]}\.npy .*cut short"):
+        reference_preprocessed_source(tmp_path, images, spec, "NCHW")
