@@ -14,7 +14,8 @@ once a process, joined to one Ray instance that this script starts with 4 logica
            the ONNX model's SingleStream p90 beside the raw backend's batch-1 p90
   offline  null Offline samples/s at batch 32 and 256, with --workers 2, and with
            --gpus 4 --device cpu (4 logical GPUs); and the ONNX model's Offline samples/s
-           against the raw onnxruntime loop at --max-batchsize
+           against the raw onnxruntime loop at --max-batchsize, run just before and just
+           after it for as long (--model-seconds, 40)
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def parse_args(argv):
     parser.add_argument("--count", type=int)
     parser.add_argument("--max-batchsize", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=10, help="duration of each SUT run")
+    parser.add_argument("--model-seconds", type=int, default=40,
+                        help="duration of the model's Offline run and of each raw loop beside "
+                             "it: a batch of 32 takes ~1.4 s on 2 vCPUs, so 10 s runs differ "
+                             "by +-4%% from one to the next")
     parser.add_argument("--server-start-qps", type=float, default=1000)
     parser.add_argument("--server-max-qps", type=float, default=64000)
     parser.add_argument("--server-precision", type=float, default=0.05,
@@ -123,6 +128,7 @@ def model_and_data_flags(args) -> list[str]:
 
 
 def write_user_conf(folder: Path, model_name: str, seconds: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "user.conf"
     ms = seconds * 1000
     path.write_text(f"{model_name}.Offline.min_duration = {ms}\n"
@@ -142,13 +148,15 @@ def write_user_conf(folder: Path, model_name: str, seconds: int) -> Path:
 
 
 class Runner:
-    def __init__(self, args, address: str, user_conf: Path) -> None:
+    def __init__(self, args, address: str, user_conf: Path, model_user_conf: Path) -> None:
         self.args, self.address, self.user_conf = args, address, user_conf
+        self.model_user_conf = model_user_conf
 
-    def __call__(self, name: str, *extra: str, batch: int | None = None) -> dict:
+    def __call__(self, name: str, *extra: str, batch: int | None = None,
+                 user_conf: Path | None = None) -> dict:
         output = Path(self.args.output) / name
         command = [sys.executable, "-m", "sut", "--address", self.address, "--output",
-                   str(output), "--user_conf", str(self.user_conf), "--max-batchsize",
+                   str(output), "--user_conf", str(user_conf or self.user_conf), "--max-batchsize",
                    str(batch or self.args.max_batchsize), *model_and_data_flags(self.args),
                    *extra]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -246,15 +254,26 @@ def offline_section(run: Runner, args, config, images) -> None:
     for label, test in rows:
         print(f"offline null {label:32s} {test['value']:10.1f} samples/s ({test['result']})",
               flush=True)
+    # The raw loop runs just before and just after the SUT run, each as long as it: the ratio
+    # is to their mean, so a machine that drifts during the run does not count for or against.
+    inputs = raw_inputs(config, images)
+    before = raw_model_rate(config, inputs, args)
+    model = run("model_offline", "--scenario", "Offline", "--qps", f"{before:.1f}",
+                *model_threads(), user_conf=run.model_user_conf)
+    after = raw_model_rate(config, inputs, args)
+    raw = (before + after) / 2
+    print(f"offline model raw onnxruntime loop {before:.2f} before, {after:.2f} after "
+          f"samples/s; SUT Offline {model['value']:.2f} samples/s ({model['result']}) = "
+          f"{model['value'] / raw:.3f} of raw, batch {args.max_batchsize}, "
+          f"{args.model_seconds} s each", flush=True)
+
+
+def raw_model_rate(config, inputs, args) -> float:
     backend = raw_backend(config)
-    raw = raw_samples_per_second(backend, raw_inputs(config, images), args.max_batchsize,
-                                 args.seconds)
-    del backend
-    model = run("model_offline", "--scenario", "Offline", "--qps", f"{raw:.1f}",
-                *model_threads())
-    print(f"offline model raw onnxruntime loop {raw:10.1f} samples/s; SUT Offline "
-          f"{model['value']:.1f} samples/s ({model['result']}) = {model['value'] / raw:.3f} of "
-          f"raw, batch {args.max_batchsize}", flush=True)
+    try:
+        return raw_samples_per_second(backend, inputs, args.max_batchsize, args.model_seconds)
+    finally:
+        del backend
 
 
 def main(argv=None) -> int:
@@ -273,8 +292,10 @@ def main(argv=None) -> int:
     ray.init(num_cpus=max(4, os.cpu_count() or 1), num_gpus=4, include_dashboard=False,
              logging_level="WARNING")
     try:
+        confs = Path(tempfile.mkdtemp())
         run = Runner(args, ray.get_runtime_context().gcs_address,
-                     write_user_conf(Path(tempfile.mkdtemp()), config.model_name, args.seconds))
+                     write_user_conf(confs / "short", config.model_name, args.seconds),
+                     write_user_conf(confs / "model", config.model_name, args.model_seconds))
         if "server" in args.sections:
             server_section(run, args)
         if "stream" in args.sections:
