@@ -18,7 +18,7 @@ import numpy as np
 from actors.backends import BackendOptions, create_backend
 from actors.messages import Batch, BatchFailure, BatchResult
 from datasets.registry import get_dataset
-from sut.errors import ConfigError, first_line
+from harness_base import ConfigError, first_line
 
 
 class InferenceWorker:
@@ -87,7 +87,7 @@ class InferenceWorker:
         """Once per batch-size bucket, here in the constructor (before LoadGen, on this
         worker, single-threaded): CUDA graphs are captured and TensorRT shapes built now, not
         inside the timed test."""
-        from sut.batching import batch_size_buckets
+        from actors.backends.buckets import batch_size_buckets
 
         for size in batch_size_buckets(options.max_batchsize):
             zeros = np.zeros((size, *options.sample_shape), dtype=self._spec.stored_dtype)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sut.errors import ConfigError
+from harness_base import ConfigError
+
 
 PAYLOAD_DTYPES = {"float32": np.float32, "int32": np.int32, "int64": np.int64}
 

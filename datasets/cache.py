@@ -9,9 +9,10 @@ layout, resumable and shared by every `--count`):
 
 Every setting that changes the bytes is in the path (<images> is a hash of the image folder's
 path), so two configurations never share files; an image changed after its cached file was
-written (modification or inode change time) is pre-processed again, as is a cached file that is
-damaged (not .npy, another shape or dtype, cut short: read from its header), and a name listed outside
-the image folder (absolute, or with '..') is cached under _outside/, never beside the image.
+written (modification or inode change time) is pre-processed again, as is a cached file that
+is damaged (not .npy, another shape or dtype, cut short: read from its header), and a name
+listed outside the image folder (absolute, or with '..') is cached under _outside/, never
+beside the image.
 The reference keeps float32 files under <cache_dir>/preprocessed/; we never write there.
 
 Images are decoded and cropped by Ray tasks (on whichever node has CPUs); the driver writes the
@@ -31,9 +32,7 @@ import numpy as np
 
 from datasets.imagenet import ImageList
 from datasets.registry import DatasetSpec, get_dataset
-from sut.errors import ConfigError
-from sut.interrupts import stop_if_received
-from sut.progress import progress_bar
+from harness_base import ConfigError, progress_bar, stop_if_requested
 
 # A task returns at most this much (3 float32 1200x1200 images) and at most 32 images (ImageNet).
 _BYTES_PER_TASK = 64 << 20
@@ -200,7 +199,7 @@ def _run_chunks_on_ray(chunks, images, spec, layout, folder, progress) -> None:
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=_WAIT_S)
-            stop_if_received()  # Ctrl-C: the tasks are cancelled below
+            stop_if_requested()  # Ctrl-C: the tasks are cancelled below
             if not done:
                 continue
             chunk = pending.pop(done[0])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.imagenet import ImageList, check_listed_files_exist
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 
 @dataclass(frozen=True)

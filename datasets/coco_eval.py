@@ -147,7 +147,7 @@ def image_map_of(annotations: dict, remove_empty: bool) -> list[dict]:
 def check_payload_size(index: int, raw: bytes) -> None:
     """A detection payload is whole 7-float32 records (none: no detection)."""
     if len(raw) % (4 * RECORD):
-        from sut.errors import ConfigError
+        from harness_base import ConfigError
 
         raise ConfigError(f"qsl_idx {index}: a payload of {len(raw)} bytes is no whole number of "
                           f"{RECORD}-float32 detection records: a classification log (score it "
@@ -161,7 +161,7 @@ def score_log_file(accuracy_file: str | Path, annotations_file: str | Path, use_
     script's option for the folder that holds annotations_file, named in error messages."""
     from datasets.accuracy import read_accuracy_log
     from datasets.coco import load_annotations
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
 
     if not Path(annotations_file).is_file():
         raise ConfigError(f"annotations file {annotations_file} not found: point {dataset_flag} at "
@@ -209,7 +209,7 @@ def accuracy_cli(argv: list[str], *, dataset_flag: str, annotations: str, defaul
     """The shared command line of scripts/accuracy_coco.py and scripts/accuracy_openimages.py."""
     import argparse
 
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--mlperf-accuracy-file", required=True,

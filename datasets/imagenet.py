@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sut.errors import ConfigError
+from harness_base import ConfigError
+
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 from datasets import detections, postprocess, transforms
 from datasets.coco import COCO_VAL2017, OPENIMAGES_MLPERF, CocoLayout, read_coco
 from datasets.imagenet import read_val_map
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from sut.errors import ConfigError
+from harness_base import ConfigError
+
 
 _PHOTO = re.compile(r"^imagenet_(\d+)_(\d+)\.jpg$")
 

@@ -13,7 +13,6 @@ All functions take and return NumPy arrays; none touches Ray or the disk.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 # The reference's per-channel means for the TF/ONNX ResNet-50 ("vgg" pre-processing), RGB order.
@@ -26,8 +25,17 @@ TORCH_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _CROP_FRACTION_PERCENT = 87.5
 
 
+def _opencv():
+    """OpenCV, imported on first use: listing a dataset or normalising a batch needs none, and
+    `python -m sut --help` should not pay for it."""
+    import cv2
+
+    return cv2
+
+
 def to_rgb(image_bgr: np.ndarray) -> np.ndarray:
     """Return a 3-channel RGB uint8 image from what cv2.imread gives (BGR, maybe gray)."""
+    cv2 = _opencv()
     if image_bgr.ndim == 2:
         image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
     elif image_bgr.shape[2] == 4:
@@ -41,6 +49,7 @@ def resize_short_side(image: np.ndarray, out_height: int, out_width: int,
 
     The long side is truncated, as the reference does: int(256 * long / short).
     """
+    cv2 = _opencv()
     height, width = image.shape[:2]
     new_height = int(100.0 * out_height / _CROP_FRACTION_PERCENT)
     new_width = int(100.0 * out_width / _CROP_FRACTION_PERCENT)
@@ -61,6 +70,7 @@ def center_crop(image: np.ndarray, out_height: int, out_width: int) -> np.ndarra
 
 def crop_imagenet_vgg(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Geometric half of the reference's pre_process_vgg: INTER_AREA resize, centre crop."""
+    cv2 = _opencv()
     rgb = to_rgb(image_bgr)
     resized = resize_short_side(rgb, size[0], size[1], cv2.INTER_AREA)
     return np.ascontiguousarray(center_crop(resized, size[0], size[1]))
@@ -68,6 +78,7 @@ def crop_imagenet_vgg(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarra
 
 def crop_imagenet_mobilenet(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Geometric half of the reference's pre_process_mobilenet: INTER_LINEAR, centre crop."""
+    cv2 = _opencv()
     rgb = to_rgb(image_bgr)
     resized = resize_short_side(rgb, size[0], size[1], cv2.INTER_LINEAR)
     return np.ascontiguousarray(center_crop(resized, size[0], size[1]))
@@ -100,6 +111,7 @@ def resize_plain_float(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarr
     """Geometric half of the reference's COCO and OpenImages recipes (its maybe_resize): the
     image becomes float32 *before* a plain INTER_LINEAR resize to (height, width), aspect not
     kept, so the resized values keep their fractions (float32 out)."""
+    cv2 = _opencv()
     rgb = to_rgb(image_bgr).astype(np.float32)  # RGB order: an exact permutation either way
     return np.ascontiguousarray(cv2.resize(rgb, (size[1], size[0]),
                                            interpolation=cv2.INTER_LINEAR))

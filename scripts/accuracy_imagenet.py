@@ -11,7 +11,7 @@ import sys
 
 from datasets.accuracy import (PAYLOAD_DTYPES, check_complete, read_accuracy_log,
                                read_val_map_labels, score_imagenet)
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

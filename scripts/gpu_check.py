@@ -4,7 +4,8 @@
     python scripts/gpu_check.py --device cpu --seconds 3 --batch 8
 
 Needs torch and numpy only (no Ray, no LoadGen), so it runs where those are absent, such as a
-lent GPU machine. Model: ResNet-50 v1.5 with random weights (sut/resnet50_torch.py), saved as a
+lent GPU machine. Model: ResNet-50 v1.5 with random weights
+(actors/models/resnet50_torch.py), saved as a
 state dict and loaded by the pytorch backend the way a user's resnet50-19c8e357.pth is.
 
 raw    : the framework alone: a normalised float32 host batch -> device -> model -> argmax -> host
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     import torch
 
-    from sut.resnet50_torch import resnet50
+    from actors.models.resnet50_torch import resnet50
 
     device = args.device
     if device == "auto":

@@ -21,9 +21,9 @@ import argparse
 import math
 import sys
 
-from sut.cli import EXIT_OK, main
+from harness_base import EXIT_OK, ConfigError
+from sut.cli import main
 from sut.config import MAX_QPS
-from sut.errors import ConfigError
 from sut.qps_scan import ARRIVALS, DEFAULT_LATENCIES_S
 
 

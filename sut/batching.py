@@ -28,17 +28,6 @@ def split_into_batches(response_ids: np.ndarray, sample_indices: np.ndarray,
             for start in range(0, len(sample_indices), max_batchsize)]
 
 
-def batch_size_buckets(max_batchsize: int) -> list[int]:
-    """Every power of two below --max-batchsize, and that size itself: the shapes a GPU worker
-    runs once at start-up, because CUDA graphs and TensorRT engines are built per shape and
-    must not be built inside a timed test."""
-    sizes, size = [], 1
-    while size < max_batchsize:
-        sizes.append(size)
-        size *= 2
-    return sizes + [max(1, max_batchsize)]
-
-
 def server_batch_timeout_s(target_latency_ns: int, round_trip_s: float | None = None) -> float:
     """The Server batcher's window. A sample waits at most this long for company, and under
     load batches leave about once a window (see DynamicBatcher), so the window sets the Ray

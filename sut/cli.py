@@ -16,7 +16,8 @@ import dataclasses
 import logging
 import sys
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 3
+from harness_base import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError, RunFailed,
+                          interrupted_exit_code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +92,6 @@ def _check_datasets_package() -> None:
     import datasets
 
     if not getattr(datasets, "IS_RAY_SUT_DATASETS", False):
-        from sut.errors import ConfigError
-
         raise ConfigError(f"the 'datasets' package imported from {datasets.__file__} is not this "
                           "project's (Hugging Face 'datasets' installed in this environment?). "
                           "Use a separate virtual environment for this harness.")
@@ -107,8 +106,6 @@ def resolve_args(args: argparse.Namespace):
     """Parsed flags -> (RunConfig, ImageList); builds the embedded default when asked."""
     from datasets.registry import get_dataset
     from sut.config import check_writable_folder, resolve_config
-    from sut.errors import ConfigError
-
     notes: list[str] = []
     check_writable_folder("--cache_dir", args.cache_dir)
     check_writable_folder("--output", args.output)
@@ -161,8 +158,6 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
     interrupts.py); only the process's own entry points set it. Other entry points (the QPS
     scan) add their flags with extend_parser(parser) and do their own job(config, images, args)
     with the same checks, errors and exit codes."""
-    from sut.errors import ConfigError, RunFailed
-
     if handle_signals:
         from sut import interrupts
 
@@ -189,10 +184,8 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         print(f"run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        from sut.interrupts import exit_code
-
         print("interrupted: workers shut down.", file=sys.stderr)
-        return exit_code()
+        return interrupted_exit_code()
 
 
 def entry_point() -> int:

@@ -18,9 +18,8 @@ from actors.backends import BackendOptions
 from actors.messages import BatchFailure
 from actors.worker import WorkerActor
 from datasets.registry import get_dataset
+from harness_base import ConfigError, RunFailed, first_line, stop_if_requested
 from sut.config import RunConfig
-from sut.errors import ConfigError, RunFailed, first_line
-from sut.interrupts import stop_if_received
 from sut.serving import CallReturned, ServingPool, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -176,7 +175,7 @@ class WorkerPool(ServingPool):
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
-            stop_if_received()  # Ctrl-C while a model loads or compiles
+            stop_if_requested()  # Ctrl-C while a model loads or compiles
             for ref in done:
                 try:
                     description = ray.get(ref)

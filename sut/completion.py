@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 
+from harness_base import first_line
 from sut.dispatch import Completer
-from sut.errors import first_line
 
 log = logging.getLogger(__name__)
 

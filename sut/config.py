@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actors.backends import BACKENDS, backend_class, check_backend_name
+from actors.backends import (BACKENDS, backend_class, backends_reading, backends_with,
+                             check_backend_name)
 from datasets.registry import get_dataset
-from sut.errors import ConfigError
+from harness_base import ConfigError
 from sut.profiles import DEFAULTS, get_profile
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
@@ -103,15 +104,17 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.model is None:
         raise ConfigError("--model is required (the model file); run `python -m sut` with no "
                           "arguments for the embedded default")
-    if backend != "null" and not Path(args.model).exists():  # a file, or a SavedModel folder
+    row = BACKENDS.get(backend)  # None: a plug-in class of the user's
+    if (row is None or row.reads_model_file) and not Path(args.model).exists():  # or a folder
         raise ConfigError(f"--model {args.model}: no such file. Download the model (README, "
                           "'Real MLPerf models') or fix the path.")
     if args.dataset_path is None:
         raise ConfigError("--dataset-path is required (the folder of images and val_map.txt)")
-    if (backend != "tensorflow" and backend in BACKENDS and backend != "null"
+    if (row is not None and row.reads_model_file and "tf-saved-model" not in row.model_formats
             and Path(args.model).is_dir()):
+        readers = " or ".join(f"--backend {name}" for name in backends_reading("tf-saved-model"))
         raise ConfigError(f"--model {args.model} is a folder: give the model file (only "
-                          "--backend tensorflow reads a folder, a SavedModel).")
+                          f"{readers} reads a folder, a SavedModel).")
     for flag, path in (("--user_conf", args.user_conf), ("--audit_conf", args.audit_conf)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{flag} {path}: no such file.")
@@ -154,9 +157,14 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     torch_only = [flag for flag, used in (
         (f"--precision {args.precision}", args.precision != "fp32"), ("--compile", args.compile),
         ("--channels-last", args.channels_last), ("--cuda-graphs", args.cuda_graphs)) if used]
-    if torch_only and backend in BACKENDS and backend not in ("pytorch", "pytorch-native"):
-        raise ConfigError(f"{' '.join(torch_only)}: only --backend pytorch has it; --backend "
+    if torch_only and row is not None and not row.torch_options:
+        having = " or ".join(f"--backend {name}" for name in backends_with("torch_options"))
+        raise ConfigError(f"{' '.join(torch_only)}: only {having} has it; --backend "
                           f"{backend} would ignore it. Drop it, or run a PyTorch model.")
+    if row is not None and device not in row.devices:
+        raise ConfigError(f"--device {device}: --backend {backend} runs on "
+                          f"{' and '.join(row.devices)} only. Use --device "
+                          f"{row.devices[0]}, or a backend for the {device}.")
     if args.cuda_graphs and device != "gpu":
         raise ConfigError("--cuda-graphs needs a GPU: add --gpus N (CUDA graphs replay on the "
                           "device), or drop the flag on the CPU")

@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from actors.messages import Batch, BatchFailure, BatchResult
+from harness_base import first_line
 from sut.batching import DynamicBatcher, split_into_batches
-from sut.errors import first_line
 from sut.ledger import CompletionLedger
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ A runner leaves its last words for the forced exit (before_forced_exit): results
 ABORTED marks, since LoadGen's own logs then stop mid-test.
 
 `interrupt_main` alone does not stop a main thread that waits inside C code (ray.init, a
-ray.wait loop), so the long steps before LoadGen also call `stop_if_received` between waits.
+ray.wait loop), so the long steps before LoadGen also call harness_base.stop_if_requested
+between waits; the flag they read lives there, below every layer that asks.
 """
 
 from __future__ import annotations
@@ -27,34 +28,17 @@ import threading
 import time
 from typing import Callable
 
+from harness_base import interrupted_exit_code, request_stop
+
+
 log = logging.getLogger(__name__)
 
 GRACE_S = 20.0
 CHILDREN_WAIT_S = 0.5
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; SIGTERM gives 143
 
 _abort_callbacks: list[Callable[[str], None]] = []
 _last_words: list[Callable[[str], None]] = []
 _lock = threading.Lock()
-_received = threading.Event()
-_signal_number: list[int] = []  # the first signal taken
-
-
-def exit_code() -> int:
-    """128 + the number of the signal that stopped the run (130 for SIGINT, 143 for
-    SIGTERM); 130 if none was taken (a KeyboardInterrupt from elsewhere)."""
-    return 128 + _signal_number[0] if _signal_number else EXIT_INTERRUPTED
-
-
-def received() -> bool:
-    """A signal arrived: the runner stops after the current LoadGen test."""
-    return _received.is_set()
-
-
-def stop_if_received() -> None:
-    """Raise KeyboardInterrupt if a signal arrived: called between the steps before a test."""
-    if _received.is_set():
-        raise KeyboardInterrupt
 
 
 def on_interrupt(abort: Callable[[str], None]) -> Callable[[], None]:
@@ -91,10 +75,9 @@ def install() -> None:
 
 def _watch(signals) -> None:
     signum = signal.sigwait(signals)
-    _signal_number.append(signum)
     name = signal.Signals(signum).name
     log.warning("%s received: stopping the run", name)
-    _received.set()
+    request_stop(signum)
     with _lock:
         callbacks = list(_abort_callbacks)
     for abort in callbacks:
@@ -130,7 +113,7 @@ def _exit_now(name: str, waited_s: float | None) -> None:
             log.exception("writing the aborted run's marks failed")
     print(f"\ninterrupted by {name}; exiting.", flush=True)
     end_child_processes()
-    os._exit(exit_code())
+    os._exit(interrupted_exit_code())
 
 
 def end_child_processes() -> None:

@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 
 from actors.messages import Batch
+from harness_base import ConfigError
 from sut.config import RunConfig
-from sut.errors import ConfigError
 
 MILLI = 1000
 NANO = 1_000_000_000

@@ -11,7 +11,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sut.errors import ConfigError
+from harness_base import ConfigError
+
 
 LOCK_NAME = ".ray-sut.lock"
 

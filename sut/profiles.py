@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sut.errors import ConfigError
+from harness_base import ConfigError
+
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Mapping
 
-from sut.errors import ConfigError
-
+from actors.backends import BACKEND_ROWS
+from harness_base import ConfigError
 
 @dataclass(frozen=True)
 class Launch:
@@ -58,7 +58,9 @@ NOT_LAUNCHED: dict[tuple[str, str], str] = {
     ("mobilenet", "pytorch"): "the reference runs the MobileNet ONNX file through onnx2pytorch; "
                               "run that file with onnxruntime",
 }
-BACKEND_WORDS = ("tf", "onnxruntime", "pytorch", "tflite", "tvm-onnx", "tvm-pytorch")
+# The reference's backend words, from the backend table; the reference's default, tf, first.
+BACKEND_WORDS = tuple(sorted((row.launcher_word for row in BACKEND_ROWS if row.launcher_word),
+                             key=lambda word: word != "tf"))
 OTHER_REFERENCE_WORDS = ("tvm-tflite", "ncnn", "tpu", "rocm")  # no counterpart here
 MODEL_WORDS = ("resnet50", "mobilenet", "ssd-mobilenet", "ssd-resnet34", "ssd-resnet34-tf",
                "retinanet")
@@ -133,7 +135,7 @@ def _refuse_words_among_flags(flags: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    from sut.cli import EXIT_BAD_INPUT
+    from harness_base import EXIT_BAD_INPUT
     from sut.cli import main as sut_main
 
     argv = sys.argv[1:] if argv is None else argv

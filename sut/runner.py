@@ -19,13 +19,13 @@ from datasets.accuracy import read_accuracy_log, score_imagenet
 from datasets.cache import SampleSource, ensure_preprocessed, reference_preprocessed_source
 from datasets.imagenet import ImageList
 from datasets.registry import get_dataset
+from harness_base import (EXIT_FAILED, ConfigError, RunFailed, first_line,
+                          interrupted_exit_code, progress_bar, stop_if_requested, stop_requested)
 from sut import interrupts, loadgen_bridge
 from sut.cluster import WorkerPool, check_placement, connect
 from sut.config import RunConfig
 from sut.dispatch import Completer, batch_id_counter
-from sut.errors import ConfigError, RunFailed, first_line
 from sut.output_lock import output_lock
-from sut.progress import progress_bar
 from sut.report import format_summary, mark_aborted, summarize_test, write_results
 from sut.serving import ServingPath
 from sut.shared_samples import SharedSamples
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 # results.json written first; an Offline test that has not returned in ABORT_GRACE_S, likewise.
 ABORT_GRACE_S = 60.0
 CUT_OFF_S = 5.0
-EXIT_ABORTED = 3
 
 
 def prepare_samples(config: RunConfig, images: ImageList, show_progress: bool) -> SampleSource:
@@ -55,12 +54,12 @@ def start_session(config: RunConfig, images: ImageList, show_progress: bool) -> 
     """Join or start Ray, check the placement, pre-process: what every job does before its
     workers start. A Ctrl-C in between stops it here (KeyboardInterrupt), and one taken
     before (say while the embedded default's model was exported) never starts Ray."""
-    interrupts.stop_if_received()
+    stop_if_requested()
     connect(config)
-    interrupts.stop_if_received()
+    stop_if_requested()
     check_placement(config)
     source = prepare_samples(config, images, show_progress)
-    interrupts.stop_if_received()
+    stop_if_requested()
     return source
 
 
@@ -80,7 +79,7 @@ def _run(config: RunConfig, images: ImageList, show_progress: bool) -> dict:
     with WorkerPool(config) as pool:
         results["setup"]["worker_details"] = pool.descriptions
         for mode in config.modes:
-            if interrupts.received():
+            if stop_requested():
                 break
             test_dir = output if len(config.modes) == 1 else output / mode
             outcome = run_test(config, pool, settings, mode, images, source, test_dir, batch_ids,
@@ -90,7 +89,7 @@ def _run(config: RunConfig, images: ImageList, show_progress: bool) -> dict:
                 break
     results["results_file"] = str(output / "results.json")
     write_results(results, output)
-    interrupts.stop_if_received()
+    stop_if_requested()
     return results
 
 
@@ -272,7 +271,7 @@ class _AbortWatchdog:
                 finally:
                     print(f"\nFAILED: {reason}; exiting.", flush=True)
                     interrupts.end_child_processes()
-                    os._exit(interrupts.exit_code() if interrupts.received() else EXIT_ABORTED)
+                    os._exit(interrupted_exit_code() if stop_requested() else EXIT_FAILED)
 
 
 def print_summary(results: dict) -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from harness_base import RunFailed, first_line, stop_if_requested
 from sut import interrupts, loadgen_bridge
 from sut.cluster import WorkerPool
 from sut.config import RunConfig
 from sut.dispatch import batch_id_counter
-from sut.errors import RunFailed, first_line
 from sut.output_lock import output_lock
 from sut.qps_scan import (DEFAULT_LATENCIES_S, BoundResult, OpenLoopTrial, arrival_times,
                           final_result, find_max_qps)
@@ -92,7 +92,7 @@ def _run_scan(config: RunConfig, images, options: ScanOptions, show_progress: bo
         (output / "qps_scan.json").write_text(json.dumps(results, indent=2, default=str))
 
     with WorkerPool(config) as pool:
-        interrupts.stop_if_received()
+        stop_if_requested()
         if options.accuracy_count:
             results["accuracy"] = _accuracy_stage(config, pool, images, source, options,
                                                   output / "accuracy", batch_ids)
@@ -114,7 +114,7 @@ def _accuracy_stage(config, pool, images, source, options, test_dir, batch_ids) 
     settings = loadgen_bridge.build_settings(accuracy_config)
     outcome = run_test(accuracy_config, pool, settings, "accuracy", subset, source, test_dir,
                        batch_ids)
-    interrupts.stop_if_received()
+    stop_if_requested()
     if outcome.get("error"):
         raise RunFailed(f"accuracy stage: {outcome['error']}")
     return outcome.get("accuracy", {})
@@ -177,7 +177,7 @@ def _server_path(config, pool, batch_ids, complete, bound_s: float, round_trip_s
             yield path.dispatcher, path.completer
     finally:
         unregister_interrupt()
-    interrupts.stop_if_received()
+    stop_if_requested()
     if path.completer.aborted:
         raise RunFailed(path.completer.abort_reason)
     if not path.stopped_cleanly:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actors.backends import BackendOptions, create_backend
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 torch = pytest.importorskip("torch")
 
@@ -138,7 +138,7 @@ def test_an_int8_quantized_torchscript_runs_as_saved(tmp_path, known_inputs):
 
 
 def test_cuda_graph_buckets_are_powers_of_two():
-    from actors.backends.cuda_graphs import bucket_for
+    from actors.backends.buckets import bucket_for
 
     assert [bucket_for(n) for n in (1, 2, 3, 5, 8, 9, 32, 33)] == [1, 2, 4, 8, 8, 16, 32, 64]
     assert [bucket_for(n, 24) for n in (3, 16, 17, 24)] == [4, 16, 24, 24]  # capped
@@ -182,7 +182,7 @@ def test_onnxruntime_asks_for_gpu_providers_only_where_the_build_has_them(availa
 def test_a_resnet50_state_dict_loads_without_torchvision(tmp_path, known_inputs):
     """The MLPerf resnet50-19c8e357.pth is a torchvision state dict: the same 320 names and
     25,557,032 parameters load into the built-in ResNet-50 v1.5, which answers as the module."""
-    from sut.resnet50_torch import resnet50
+    from actors.models.resnet50_torch import resnet50
 
     torch.manual_seed(0)
     model = resnet50().eval()

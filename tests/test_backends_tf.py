@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from actors.backends import BackendOptions, create_backend
-from sut.cli import EXIT_BAD_INPUT, main
-from sut.errors import ConfigError
+from harness_base import EXIT_BAD_INPUT, ConfigError
+from sut.cli import main
 
 tf = pytest.importorskip("tensorflow")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
@@ -140,7 +140,7 @@ def test_dynamic_batch_runs_padded_to_its_bucket_with_one_interpreter_each(tmp_p
     power-of-two bucket, gives exactly the rows it gives sample by sample, and only one
     interpreter per bucket is ever built (resizing reallocates every tensor)."""
     from actors.backends import tflite_backend
-    from sut.batching import batch_size_buckets
+    from actors.backends.buckets import batch_size_buckets
 
     interpreter_class = tflite_backend._interpreter_class()
     built = []

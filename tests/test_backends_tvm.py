@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from actors.backends import BackendOptions
-from sut.cli import EXIT_BAD_INPUT, main
-from sut.errors import ConfigError
+from harness_base import EXIT_BAD_INPUT, ConfigError
+from sut.cli import main
 
 tvm = pytest.importorskip("tvm")
 

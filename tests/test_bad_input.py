@@ -13,8 +13,8 @@ import numpy as np
 
 import pytest
 
-from sut.cli import EXIT_BAD_INPUT, main
-from sut.errors import ConfigError
+from harness_base import EXIT_BAD_INPUT, ConfigError
+from sut.cli import main
 
 
 @pytest.fixture
@@ -388,7 +388,7 @@ def test_a_server_schedule_loadgen_cannot_hold_is_refused_and_a_short_one_is_not
     from types import SimpleNamespace
 
     from sut.config import RunConfig
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
     from sut.loadgen_bridge import check_schedulable
 
     config = RunConfig(model="", dataset_path="", backend="null", dataset="imagenet",

@@ -356,7 +356,7 @@ def _wait_for(items: list, count: int, timeout_s: float = 5.0) -> list:
 
 
 def test_batch_size_buckets_reach_the_max_batchsize():
-    from sut.batching import batch_size_buckets
+    from actors.backends.buckets import batch_size_buckets
 
     assert batch_size_buckets(24) == [1, 2, 4, 8, 16, 24]
     assert batch_size_buckets(32) == [1, 2, 4, 8, 16, 32]

@@ -19,7 +19,7 @@ from datasets.cache import preprocess_one
 from datasets.coco import read_coco
 from datasets.coco_eval import detections_from_log, score_detections
 from datasets.registry import get_dataset
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 COCO_FILES = ("val2017", "annotations/instances_val2017.json")
 OPENIMAGES_FILES = ("validation/data", "annotations/openimages-mlperf.json")

@@ -11,8 +11,8 @@ import pytest
 
 import known_answer
 from datasets.shipped_photos import foolbox_photo_folder, write_photo_list
-from sut import efficientnet_lite0
-from sut.errors import ConfigError
+from harness_base import ConfigError
+from sut.embedded import efficientnet_lite0
 
 
 def direct_onnxruntime_top1(model_path, photo_folder, lines) -> int:
@@ -96,7 +96,7 @@ def test_missing_photo_package_names_the_extra(monkeypatch):
 @pytest.mark.parametrize("in_the_way", ["embedded folder is a file", "user.conf is a folder"])
 def test_something_in_the_way_of_the_embedded_assets_is_named(tmp_path, in_the_way):
     from sut.embedded import embedded_folder, ensure_embedded_assets
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
 
     folder = embedded_folder(tmp_path)
     if in_the_way == "embedded folder is a file":

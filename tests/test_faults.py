@@ -197,11 +197,12 @@ def test_a_signal_taken_before_ray_starts_never_starts_it(monkeypatch):
     see it) is found before Ray starts: no Ray instance is started only to be torn down."""
     import threading
 
-    from sut import interrupts, runner
+    import harness_base
+    from sut import runner
 
     signalled = threading.Event()
     signalled.set()
-    monkeypatch.setattr(interrupts, "_received", signalled)
+    monkeypatch.setattr(harness_base, "_stop", signalled)
     monkeypatch.setattr(runner, "connect", lambda config: pytest.fail("Ray was started"))
     with pytest.raises(KeyboardInterrupt):
         runner.start_session(config=None, images=None, show_progress=False)

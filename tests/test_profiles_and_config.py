@@ -9,9 +9,9 @@ import pytest
 
 from actors.backends import BACKENDS
 from datasets.registry import DATASETS
+from harness_base import ConfigError
 from sut.cli import build_parser
 from sut.config import resolve_config
-from sut.errors import ConfigError
 from sut.profiles import PROFILES, Profile
 
 

@@ -274,7 +274,7 @@ def test_scan_flags_are_checked_with_a_message_that_names_them():
     sys.path.insert(0, str(REPO / "scripts"))
     import qps_scan
     from sut.cli import build_parser
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
 
     parser = build_parser()
     qps_scan.add_scan_flags(parser)

@@ -131,11 +131,11 @@ def test_ctrl_c_stops_preprocessing_on_ray(known_set, tmp_path, ray_address, mon
     """Pre-processing 50,000 images takes minutes: a Ctrl-C must end it, not wait it out."""
     import threading
 
-    from sut import interrupts
+    import harness_base
 
     signalled = threading.Event()
     signalled.set()
-    monkeypatch.setattr(interrupts, "_received", signalled)
+    monkeypatch.setattr(harness_base, "_stop", signalled)
     spec = get_dataset("imagenet")
     images = read_val_map(known_set.dataset_path)
     with pytest.raises(KeyboardInterrupt):
@@ -319,7 +319,7 @@ def test_an_image_copied_in_with_its_old_time_kept_is_preprocessed_again(known_s
 
 
 def test_a_cache_folder_that_cannot_be_written_is_named(known_set, tmp_path):
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
 
     cache = tmp_path / "cache"
     (cache / "ray-sut").mkdir(parents=True)
@@ -362,7 +362,7 @@ def test_samples_loadgen_names_many_times_are_read_and_stored_once(ray_address):
 def test_a_damaged_file_in_a_reference_preprocessed_dir_is_named_before_the_run(known_set,
                                                                                 tmp_path):
     from datasets.cache import reference_preprocessed_source
-    from sut.errors import ConfigError
+    from harness_base import ConfigError
 
     spec = get_dataset("imagenet")
     images = read_val_map(known_set.dataset_path, count=3)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.backends import BACKENDS, backends_reading
 from actors.backends.base import BackendOptions
-from sut.errors import ConfigError
+from actors.backends.buckets import pad_rows
+from harness_base import ConfigError
 
 
 def _known(dim) -> bool:
@@ -58,27 +60,34 @@ def predict_in_fixed_chunks(run, batch: np.ndarray, size: int | None) -> list[np
     pieces: list[list[np.ndarray]] = []
     for start in range(0, len(batch), size):
         chunk = batch[start:start + size]
-        real = len(chunk)
-        if real < size:
-            pad = np.zeros((size - real, *chunk.shape[1:]), dtype=chunk.dtype)
-            chunk = np.concatenate([chunk, pad])
-        pieces.append([out[:real] for out in run(chunk)])
+        pieces.append([out[:len(chunk)] for out in run(pad_rows(chunk, size))])
     return [np.concatenate([piece[k] for piece in pieces]) for k in range(len(pieces[0]))]
 
 
-def refuse_other_formats(path: Path, backend: str, wanted: str) -> None:
-    """Files of other frameworks, recognised by their first bytes or suffix, get a message
-    naming the backend that reads them."""
+# A model file's format, told from its first bytes or suffix -> how a message names it.
+_RECOGNISED = {"torch-zip": "a zip archive (a TorchScript or .pt2 file?)",
+               "tflite": "a TFLite flatbuffer", "onnx": "an ONNX file"}
+
+
+def _recognised_format(path: Path) -> str | None:
     head = b""
     if path.is_file():
         with open(path, "rb") as handle:
             head = handle.read(8)
-    if head.startswith(b"PK\x03\x04") and "pytorch" not in backend:
-        raise ConfigError(f"--model {path} is a zip archive (a TorchScript or .pt2 file?), not "
-                          f"{wanted}. Use --backend pytorch for PyTorch files.")
-    if head[4:8] == b"TFL3" and backend != "tflite":
-        raise ConfigError(f"--model {path} is a TFLite flatbuffer, not {wanted}. Use "
-                          "--backend tflite.")
-    if path.suffix == ".onnx" and backend not in ("onnxruntime", "tvm-onnx"):
-        raise ConfigError(f"--model {path} is an ONNX file, not {wanted}. Use --backend "
-                          "onnxruntime.")
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    return "onnx" if path.suffix == ".onnx" else None
+
+
+def refuse_other_formats(path: Path, backend: str, wanted: str) -> None:
+    """Files of other frameworks get a message naming the backend that reads them (from the
+    backend table)."""
+    found = _recognised_format(path)
+    row = BACKENDS.get(backend)
+    if found is None or (row is not None and found in row.model_formats):
+        return
+    reader = backends_reading(found)[0]
+    raise ConfigError(f"--model {path} is {_RECOGNISED[found]}, not {wanted}. Use --backend "
+                      f"{reader}" + (" for PyTorch files." if found == "torch-zip" else "."))

@@ -10,16 +10,8 @@ a time, and its outputs are copied off before the next.
 
 from __future__ import annotations
 
-from sut.errors import ConfigError
-
-
-def bucket_for(size: int, largest: int = 0) -> int:
-    """The padded batch size a batch of `size` runs at: the next power of two, but never more
-    than `largest` (the harness's --max-batchsize; 0: no cap)."""
-    bucket = 1
-    while bucket < size:
-        bucket *= 2
-    return min(bucket, largest) if largest >= size else bucket
+from actors.backends.buckets import bucket_for
+from harness_base import ConfigError
 
 
 class GraphedModel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.backends.base import BackendOptions
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 
 class NullBackend:

@@ -9,7 +9,7 @@ import numpy as np
 from actors.backends.base import BackendOptions
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks)
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                 "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,

@@ -14,28 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.backends import import_framework
 from actors.backends.base import BackendOptions
 from actors.backends.common import refuse_other_formats
-from sut.errors import ConfigError, first_line
-
-EXTRA = "torch"
+from harness_base import ConfigError, first_line
 
 # --model-name -> (module, factory, what to install), for files holding only a state dict.
 ARCHITECTURES = {
     # torchvision's ResNet-50 rebuilt with its parameter names: no torchvision needed
-    "resnet50": ("sut.resnet50_torch", "resnet50", "this project"),
+    "resnet50": ("actors.models.resnet50_torch", "resnet50", "this project"),
     "efficientnet-lite0": ("efficientnet_lite_pytorch", "EfficientNet",
                            "efficientnet-lite-pytorch (the 'embedded' extra)"),
 }
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        raise ConfigError(f"--backend pytorch needs torch: pip install -e \".[{EXTRA}]\"") \
-            from None
-    return torch
 
 
 def _is_exported_program(path: Path) -> bool:
@@ -61,7 +51,7 @@ class PyTorchBackend:
     preferred_layout = "NCHW"
 
     def __init__(self, options: BackendOptions) -> None:
-        torch = self.torch = _import_torch()
+        torch = self.torch = import_framework("pytorch", "torch")
         path = Path(options.model_path)
         if not path.is_file():
             raise ConfigError(f"--model {path}: no such file.")

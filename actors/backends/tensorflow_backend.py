@@ -14,23 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.backends import import_framework
 from actors.backends.base import BackendOptions
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks, refuse_other_formats)
-from sut.errors import ConfigError, first_line
+from harness_base import ConfigError, first_line
 
-EXTRA = "tf"
 SIGNATURE = "serving_default"
 
 
 def _import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter out of logs
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise ConfigError("--backend tensorflow needs tensorflow: "
-                          f"pip install -e \".[{EXTRA}]\"") from None
-    return tf
+    return import_framework("tensorflow", "tensorflow")
 
 
 def _tensor_name(name: str) -> str:

@@ -19,23 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.backends import import_framework
 from actors.backends.base import BackendOptions
+from actors.backends.buckets import batch_size_buckets, bucket_for, pad_rows
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks, refuse_other_formats)
-from sut.batching import batch_size_buckets
-from sut.errors import ConfigError, first_line
+from harness_base import ConfigError, first_line
 
-EXTRA = "tflite"
 KEPT_BATCH_SIZES = 4  # interpreters kept, one per recent batch size (more with buckets)
 
 
 def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise ConfigError(f"--backend tflite needs ai-edge-litert: pip install -e "
-                          f"\".[{EXTRA}]\"") from None
-    return Interpreter
+    return import_framework("tflite", "ai_edge_litert.interpreter", "ai-edge-litert").Interpreter
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -182,11 +177,7 @@ class TfLiteBackend:
         """A batch of at most the largest bucket, run at its bucket: zero rows (in the model's
         input type, after quantisation) fill it up, and their outputs are dropped."""
         real = len(batch)
-        bucket = next(size for size in self.buckets if size >= real)
-        model_input = self._model_input(batch)
-        if bucket > real:
-            padding = np.zeros((bucket - real, *model_input.shape[1:]), model_input.dtype)
-            model_input = np.concatenate([model_input, padding])
+        model_input = pad_rows(self._model_input(batch), bucket_for(real, self.buckets[-1]))
         return [output[:real] for output in self._run(model_input)]
 
     def predict(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from actors.backends import BACKENDS
 from actors.backends.base import BackendOptions
 from actors.backends.common import (cast_for_model, check_sample_shape, fixed_batch_of,
                                     predict_in_fixed_chunks)
-from sut.errors import ConfigError
+from harness_base import ConfigError
 
-EXTRA = "tvm"
 log = logging.getLogger(__name__)
 
 
@@ -54,8 +54,9 @@ class _TvmBackend:
             import tvm
             from tvm import relax
         except ImportError:
-            raise ConfigError(f"--backend {self.name} needs Apache TVM: pip install -e "
-                              f"\".[{EXTRA}]\"  (the apache-tvm package)") from None
+            raise ConfigError(f"--backend {self.name} needs Apache TVM: "
+                              f"{BACKENDS[self.name].install_command}  (the apache-tvm "
+                              "package)") from None
         self.tvm = tvm
         path = Path(options.model_path)
         if not path.is_file():
@@ -195,8 +196,9 @@ class TvmPyTorchBackend(_TvmBackend):
         try:
             import torch
         except ImportError:
+            extras = f"{BACKENDS[self.name].extra},{BACKENDS['pytorch'].extra}"
             raise ConfigError(f"--backend {self.name} reads the model with torch: pip install "
-                              f"-e \".[{EXTRA},torch]\"") from None
+                              f"-e \".[{extras}]\"") from None
         from tvm.relax.frontend.torch import from_exported_program
 
         try:

