@@ -8,7 +8,9 @@ one progress bar.
 
 from __future__ import annotations
 
+import sys
 import threading
+from typing import Callable
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2  # a ConfigError: found before LoadGen starts
@@ -57,6 +59,23 @@ def interrupted_exit_code() -> int:
     """128 + the number of the signal that stopped the run (130 for SIGINT, 143 for SIGTERM);
     130 if none was taken (a KeyboardInterrupt from elsewhere)."""
     return 128 + _stop_signal[0] if _stop_signal else EXIT_INTERRUPTED
+
+
+def exit_code_of(job: Callable[[], int], failed: str = "run failed",
+                 interrupted: str = "interrupted") -> int:
+    """job()'s exit status, with this project's errors turned into theirs and one line each on
+    stderr: bad input 2, a failure 3, a signal 128 + its number."""
+    try:
+        return job()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunFailed as error:
+        print(f"{failed}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return interrupted_exit_code()
 
 
 def progress_bar(total: int | None, description: str, unit: str, enabled: bool):

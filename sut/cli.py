@@ -15,9 +15,12 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
-from harness_base import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError, RunFailed,
-                          interrupted_exit_code)
+from harness_base import EXIT_FAILED, EXIT_OK, ConfigError, exit_code_of
+
+
+WORKING_USER_CONF = "user.conf"  # read from the working folder, as the reference does
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="python -m sut", description="MLPerf Inference vision SUT on Ray.",
-        epilog="With neither --model nor --dataset-path, runs the embedded default.")
+        epilog="With neither --model nor --dataset-path, runs the embedded default. "
+               "`python -m sut fetch --help`: download MLPerf model files and data by name.")
     reference = parser.add_argument_group("reference harness flags")
     add = reference.add_argument
     add("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
@@ -40,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--scenario", help=f"one of {', '.join(SCENARIOS)} (default SingleStream; Offline for "
                            "the embedded default)")
     add("--max-batchsize", type=int, help="largest batch sent to a worker (profile default 32)")
-    add("--model", help="model file")
+    add("--model", help="model file (default with --profile: the profile's file in "
+                        "--models-dir, put there by `python -m sut fetch PROFILE`)")
     add("--output", default="output",
         help="folder for LoadGen logs and results.json (default %(default)s)")
     add("--inputs", help="comma-separated input tensor names")
@@ -63,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--debug", action="store_true", help="verbose logs and a LoadGen trace")
     add("--user_conf", help="LoadGen user.conf")
     add("--audit_conf", help="LoadGen audit.config (compliance tests)")
-    add("--mlperf_conf", help="ignored: LoadGen 6 applies its built-in mlperf.conf rules")
+    add("--mlperf_conf", help="rules applied over LoadGen's built-in mlperf.conf (its seeds "
+                              "too), under --user_conf; a run with other rules than LoadGen's "
+                              "is not valid for a submission")
     add("--cache", type=int, help="ignored: pre-processed samples are always cached")
+    add("--models-dir", help="where `python -m sut fetch` put the model files (default "
+                             "$MODEL_DIR, else the user's data folder)")
     ray_group = parser.add_argument_group("placement on Ray")
     ray_group.add_argument("--gpus", type=int, default=0,
                            help="one worker actor per GPU (num_gpus=1 each)")
@@ -111,6 +120,16 @@ def resolve_args(args: argparse.Namespace):
     check_writable_folder("--output", args.output)
     if args.model is None and args.dataset_path is not None and args.backend == "null":
         args.model = "none"  # the null backend reads no model: no dummy --model needed
+    if args.model is None and args.dataset_path is not None and args.profile:
+        args.model = str(_fetched_model(args.profile, args.models_dir))
+        notes.append(f"--model {args.model} (the profile's file in the models folder)")
+    if args.user_conf is None and Path(WORKING_USER_CONF).is_file():
+        args.user_conf = str(Path(WORKING_USER_CONF).resolve())
+        notes.append(f"--user_conf {args.user_conf}: the working folder's user.conf, read as "
+                     "the reference harness reads it (--user_conf FILE names another)")
+    if args.mlperf_conf:
+        notes.append(f"--mlperf_conf {args.mlperf_conf}: its rules replace LoadGen's built-in "
+                     "ones where they differ; such a run is not valid for a submission")
     if args.model is None and args.dataset_path is None:
         from sut.embedded import ensure_embedded_assets
 
@@ -143,6 +162,23 @@ def resolve_args(args: argparse.Namespace):
     return config, images
 
 
+def _fetched_model(profile: str, models_dir: str | None):
+    """A run with --profile and no --model takes the file `fetch` put in the models folder."""
+    from sut.known_files import models_folder, profile_file_name, profile_model
+    from sut.profiles import get_profile
+
+    get_profile(profile)
+    folder = models_folder(models_dir)
+    found = profile_model(profile, folder)
+    if found is None:
+        name = profile_file_name(profile)
+        if name is None:
+            raise ConfigError(f"--profile {profile} has no model file to fetch: give --model.")
+        raise ConfigError(f"no --model, and {name} is not in the models folder {folder}: "
+                          f"python -m sut fetch {profile} puts it there (or give --model).")
+    return found
+
+
 def run_and_report(config, images, args: argparse.Namespace) -> int:
     """The job of `python -m sut`: every test of the config, then the summary."""
     from sut.runner import print_summary, run
@@ -150,6 +186,20 @@ def run_and_report(config, images, args: argparse.Namespace) -> int:
     results = run(config, images)
     print_summary(results)
     return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK
+
+
+def _run_scenario_list(argv: list[str], args: argparse.Namespace, scenarios: list[str],
+                       plain_run: bool) -> int:
+    """Check every scenario's configuration, then run each in a process of its own."""
+    import copy
+
+    from sut.scenario_list import run_each
+
+    if not plain_run:
+        raise ConfigError(f"--scenario {args.scenario}: this command takes one scenario")
+    for scenario in scenarios:
+        resolve_args(copy.copy(argparse.Namespace(**{**vars(args), "scenario": scenario})))
+    return run_each(argv, scenarios, args.output)
 
 
 def main(argv: list[str] | None = None, handle_signals: bool = False,
@@ -164,28 +214,31 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         interrupts.install()
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fetch"]:
+        from sut import fetch
+
+        return fetch.main(argv[1:])
     debug = "--debug" in argv
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+
+    def parse_and_run() -> int:
         _check_datasets_package()  # before anything imports from `datasets`
         parser = build_parser()
         if extend_parser is not None:
             extend_parser(parser)
         args = parser.parse_args(argv)
+        from sut.scenario_list import split_scenarios
+
+        scenarios = split_scenarios(args.scenario)
+        if len(scenarios) > 1:
+            return _run_scenario_list(argv, args, scenarios, job is run_and_report)
         config, images = resolve_args(args)
         for note in config.notes:
             print(f"NOTE: {note}", flush=True)
         return job(config, images, args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RunFailed as error:
-        print(f"run failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("interrupted: workers shut down.", file=sys.stderr)
-        return interrupted_exit_code()
+
+    return exit_code_of(parse_and_run, interrupted="interrupted: workers shut down.")
 
 
 def entry_point() -> int:
