@@ -50,6 +50,7 @@ class RunConfig:
     cache_dir: str = "."
     preprocessed_dir: str | None = None
     user_conf: str | None = None
+    mlperf_conf: str | None = None  # rules over LoadGen's built-in ones (not for submissions)
     audit_conf: str | None = None
     debug: bool = False
     gpus: int = 0
@@ -115,7 +116,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         readers = " or ".join(f"--backend {name}" for name in backends_reading("tf-saved-model"))
         raise ConfigError(f"--model {args.model} is a folder: give the model file (only "
                           f"{readers} reads a folder, a SavedModel).")
-    for flag, path in (("--user_conf", args.user_conf), ("--audit_conf", args.audit_conf)):
+    for flag, path in (("--user_conf", args.user_conf), ("--audit_conf", args.audit_conf),
+                       ("--mlperf_conf", args.mlperf_conf)):
         if path and not Path(path).is_file():
             raise ConfigError(f"{flag} {path}: no such file.")
         if path:
@@ -125,11 +127,13 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
                 raise ConfigError(f"{flag} {path} is not a UTF-8 text file: give LoadGen's "
                                   "'key = value' config lines.") from None
             # LoadGen skips lines it cannot parse: an audit file of none would audit nothing.
-            if flag == "--audit_conf" and not re.search(r"^\s*[\w*-]+\.[\w*]+\.\w+\s+=\s+\S",
-                                                        text, re.MULTILINE):
+            if flag != "--user_conf" and not re.search(r"^\s*[\w*-]+\.[\w*]+\.\w+\s+=\s+\S",
+                                                       text, re.MULTILINE):
+                example = ("'*.*.accuracy_log_probability = 0.1'): is it the compliance "
+                           "test's audit.config?" if flag == "--audit_conf" else
+                           "'resnet50.Server.target_latency = 15'): is it an mlperf.conf?")
                 raise ConfigError(f"{flag} {path} has no 'model.scenario.key = value' line "
-                                  "(e.g. '*.*.accuracy_log_probability = 0.1'): is it the "
-                                  "compliance test's audit.config?")
+                                  f"(e.g. {example}")
     max_batchsize = _first(args.max_batchsize, profile.max_batchsize, DEFAULTS.max_batchsize)
     _check_positive("--max-batchsize", max_batchsize)
     for flag in ("count", "threads", "workers", "performance_sample_count", "time", "qps",
@@ -182,6 +186,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         max_latency_s=args.max_latency, samples_per_query=args.samples_per_query,
         cache_dir=args.cache_dir, preprocessed_dir=args.preprocessed_dir,
         user_conf=args.user_conf, audit_conf=args.audit_conf, debug=args.debug,
+        mlperf_conf=getattr(args, "mlperf_conf", None),
         gpus=gpus, workers=args.workers, device=device, address=args.address,
         server_batch_timeout_s=(args.server_batch_timeout_ms / 1000.0
                                 if args.server_batch_timeout_ms else None),

@@ -108,7 +108,7 @@ def _settings_from_rules(config: RunConfig):
     call only (a second one would skip the built-in rules); later calls copy its result."""
     global _rules_read
     lg = _lg()
-    key = (config.model_name, config.scenario, config.user_conf or "")
+    key = (config.model_name, config.scenario, config.user_conf or "", config.mlperf_conf or "")
     settings = lg.TestSettings()
     if _rules_read is not None:
         read_for, fields = _rules_read
@@ -119,8 +119,11 @@ def _settings_from_rules(config: RunConfig):
         for name, value in fields.items():
             setattr(settings, name, value)
         return settings
-    retired = RETIRED_MODEL_RULES.get(config.model_name, ())
-    conf = _conf_with_retired_rules(config.model_name, retired, config.user_conf)
+    rules = [f"{config.model_name}.{rule}"
+             for rule in RETIRED_MODEL_RULES.get(config.model_name, ())]
+    if config.mlperf_conf:
+        rules += rule_lines(Path(config.mlperf_conf).read_text(encoding="utf-8"))
+    conf = _conf_with_rules(config.model_name, rules, config.user_conf)
     if conf:
         try:
             status = settings.FromConfig(conf, config.model_name, config.scenario, 1)
@@ -128,26 +131,57 @@ def _settings_from_rules(config: RunConfig):
             if conf != config.user_conf:
                 os.unlink(conf)
         if status != 0:
-            raise ConfigError(f"--user_conf {config.user_conf}: LoadGen could not read it "
-                              f"(status {status}). Lines look like "
-                              "'resnet50.Offline.target_qps = 100'.")
+            flags = " or ".join(f"{flag} {path}" for flag, path in (
+                ("--user_conf", config.user_conf), ("--mlperf_conf", config.mlperf_conf)) if path)
+            raise ConfigError(f"{flags}: LoadGen could not read it (status {status}). Lines "
+                              "look like 'resnet50.Offline.target_qps = 100'.")
     else:
         settings.FromConfig("", config.model_name, config.scenario, 0)
+    if config.mlperf_conf:
+        _apply_seeds(settings, Path(config.mlperf_conf).read_text(encoding="utf-8"),
+                     config.model_name, config.scenario)
     fields = {name: getattr(settings, name) for name in dir(settings)
               if not name.startswith("_") and not callable(getattr(settings, name))}
     _rules_read = (key, fields)
     return settings
 
 
-def _conf_with_retired_rules(model: str, rules: tuple[str, ...], user_conf: str | None) -> str:
-    """The user.conf to give LoadGen: the user's own where no retired rule applies, else a
-    temporary file with those rules first. LoadGen prefers a key naming the model to a `*` one,
-    so a rule the user's file sets in any form (model or `*`, any scenario) is left out."""
+_RULE = re.compile(r"^\s*([\w*-]+)\.([\w*]+)\.(\w+)\s+=\s+(\S+)")  # LoadGen wants the spaces
+# Keys LoadGen reads from its built-in mlperf.conf only (a user.conf line is skipped): a given
+# --mlperf_conf sets them on the settings itself.
+MLPERF_CONF_ONLY_KEYS = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed")
+
+
+def rule_lines(text: str) -> list[str]:
+    """The 'model.scenario.key = value' lines of a LoadGen config file (comments dropped)."""
+    return [line.split("#")[0].strip() for line in text.splitlines()
+            if _RULE.match(line.split("#")[0])]
+
+
+def _apply_seeds(settings, text: str, model: str, scenario: str) -> None:
+    """Seeds from --mlperf_conf, the most specific line winning as in LoadGen's own lookup."""
+    found: dict[str, tuple[int, int]] = {}
+    for line in rule_lines(text):
+        line_model, line_scenario, name, value = _RULE.match(line).groups()
+        if name not in MLPERF_CONF_ONLY_KEYS or line_model not in (model, "*") \
+                or line_scenario not in (scenario, "*"):
+            continue
+        rank = (line_model == model) * 2 + (line_scenario == scenario)
+        if name not in found or rank >= found[name][0]:
+            found[name] = (rank, int(value))
+    for name, (_, value) in found.items():
+        setattr(settings, name, value)
+
+
+def _conf_with_rules(model: str, rules: list[str], user_conf: str | None) -> str:
+    """The user.conf to give LoadGen: the user's own where no extra rule applies (retired
+    models' rules, a --mlperf_conf), else a temporary file with those rules first. LoadGen
+    prefers a key naming the model to a `*` one, so a rule the user's file sets in any form
+    (model or `*`, any scenario) is left out."""
     user_text = Path(user_conf).read_text(encoding="utf-8") if user_conf else ""
     set_by_user = {match.group(1) for match in re.finditer(
         rf"^\s*(?:{re.escape(model)}|\*)\.[^.\s]+\.(\w+)\s*=", user_text, re.MULTILINE)}
-    lines = [f"{model}.{rule}" for rule in rules
-             if rule.split("=")[0].strip().split(".")[-1] not in set_by_user]
+    lines = [rule for rule in rules if rule.split("=")[0].strip().split(".")[-1] not in set_by_user]
     if not lines:
         return user_conf or ""
     import tempfile
