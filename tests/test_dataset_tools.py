@@ -1,4 +1,5 @@
-"""The dataset tools in scripts/: upscale_coco.py and download_openimages.py, on files made here."""
+"""The dataset tools in scripts/: upscale_coco.py, download_openimages.py and imagenet_val_map.py,
+on files made here."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import download_openimages as oi  # noqa: E402
+import imagenet_val_map  # noqa: E402
 import upscale_coco  # noqa: E402
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: refused at once, nothing leaves the host
@@ -563,3 +565,86 @@ def test_accuracy_coco_suggests_dropping_remove_48_empty_images(tmp_path):
                                       "--remove-48-empty-images"),
                    "--coco-dir", "qsl_idx 1", "only 1 images with annotations",
                    "drop --remove-48-empty-images")
+
+
+# ---- imagenet_val_map.py -------------------------------------------------------------------------
+
+def _devkit(root: Path, image_count: int, seed: int) -> tuple[Path, list[str]]:
+    """A devkit of 1,000 leaf classes whose ILSVRC2012_IDs are a shuffle of the sorted WNIDs
+    (as in the real one), plus 3 non-leaf synsets; returns it and each image's WNID."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    wnids = [f"n{number:08d}" for number in rng.choice(10**8, 1000, replace=False)]
+    by_id = list(rng.permutation(wnids))  # ILSVRC2012_ID i+1 -> by_id[i]
+    rows = [(i + 1, wnid, 0) for i, wnid in enumerate(by_id)]
+    rows += [(1001 + i, f"n9999999{i}", 5) for i in range(3)]
+    synsets = np.array(rows, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"),
+                                    ("num_children", "O")])
+    data = root / "ILSVRC2012_devkit_t12" / "data"
+    data.mkdir(parents=True)
+    savemat(str(data / "meta.mat"), {"synsets": synsets})
+    truth_ids = rng.integers(1, 1001, image_count)
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text(
+        "".join(f"{i}\n" for i in truth_ids))
+    return data.parent, [by_id[i - 1] for i in truth_ids]
+
+
+def _val_folder(root: Path, count: int) -> Path:
+    folder = root / "val"
+    folder.mkdir()
+    for number in range(1, count + 1):
+        cv2.imwrite(str(folder / f"ILSVRC2012_val_{number:08d}.JPEG"),
+                    np.full((8, 8, 3), number % 256, np.uint8))
+    return folder
+
+
+def test_imagenet_val_map_from_the_devkit_gives_the_caffe_labels(tmp_path, capsys):
+    from datasets.imagenet import read_val_map
+
+    devkit, image_wnids = _devkit(tmp_path, 12, seed=1)
+    images = _val_folder(tmp_path, 12)
+    assert imagenet_val_map.main(["--images", str(images), "--devkit", str(devkit)]) == 0
+    all_wnids = sorted(_all_wnids(devkit))
+    expected = [all_wnids.index(wnid) for wnid in image_wnids]
+    listed = read_val_map(images)
+    assert list(listed.labels) == expected
+    assert [Path(listed.path(i)).name for i in range(12)] == \
+        [f"ILSVRC2012_val_{n:08d}.JPEG" for n in range(1, 13)]
+
+
+def _all_wnids(devkit: Path) -> list[str]:
+    from scipy.io import loadmat
+
+    synsets = loadmat(str(devkit / "data" / "meta.mat"), squeeze_me=True)["synsets"]
+    return [str(row["WNID"]) for row in synsets if int(row["num_children"]) == 0]
+
+
+def test_imagenet_val_map_refuses_a_count_or_name_mismatch(tmp_path, capsys):
+    devkit, _ = _devkit(tmp_path, 12, seed=2)
+    images = _val_folder(tmp_path, 10)  # two images short
+    assert imagenet_val_map.main(["--images", str(images), "--devkit", str(devkit)]) == 2
+    error = capsys.readouterr().err
+    assert "holds 10 images, the labels list 12" in error and "--subset" in error
+    assert not (images / "val_map.txt").exists()
+    assert imagenet_val_map.main(["--images", str(images), "--devkit", str(devkit),
+                                  "--subset"]) == 0
+    assert len((images / "val_map.txt").read_text().splitlines()) == 10
+    cv2.imwrite(str(images / "photo.JPEG"), np.zeros((4, 4, 3), np.uint8))
+    assert imagenet_val_map.main(["--images", str(images), "--devkit", str(devkit),
+                                  "--subset"]) == 2
+    assert "photo.JPEG" in capsys.readouterr().err
+
+
+def test_imagenet_val_map_from_caffe_val_txt(tmp_path, capsys):
+    images = _val_folder(tmp_path, 3)
+    val_txt = tmp_path / "val.txt"
+    val_txt.write_text("ILSVRC2012_val_00000002.JPEG 7\nILSVRC2012_val_00000001.JPEG 999\n"
+                       "ILSVRC2012_val_00000003.JPEG 0\n")
+    assert imagenet_val_map.main(["--images", str(images), "--caffe-val-txt", str(val_txt)]) == 0
+    assert (images / "val_map.txt").read_text() == (
+        "ILSVRC2012_val_00000001.JPEG 999\nILSVRC2012_val_00000002.JPEG 7\n"
+        "ILSVRC2012_val_00000003.JPEG 0\n")
+    val_txt.write_text("ILSVRC2012_val_00000001.JPEG 1000\n")
+    assert imagenet_val_map.main(["--images", str(images), "--caffe-val-txt", str(val_txt)]) == 2
+    assert "val.txt:1" in capsys.readouterr().err
