@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from actors.backends.pytorch_backend import ARCHITECTURES
 from conftest import REPO
 from datasets.registry import DATASETS
 from sut.embedded import _BUILDERS
+from sut.known_files import MODEL_FILES, NO_DOWNLOAD
 from sut.profiles import DEFAULTS, PROFILES
 from sut.run_local import BACKEND_WORDS, LAUNCHES, MODEL_WORDS, NOT_LAUNCHED
 
@@ -63,6 +65,17 @@ def test_module_paths_in_the_tables_point_down_or_outside():
         assert row.module.startswith("actors.backends."), row
     for name, (module, _, _) in ARCHITECTURES.items():
         assert module.split(".")[0] not in ("sut", "scripts"), name
+
+
+def test_the_installed_project_imports_from_any_folder(tmp_path):
+    """`python -m sut` is run from the user's data folder, not the checkout: every top-level
+    module (harness_base.py too, a py_module) must come from the installed project."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", "import harness_base, sut.cli, actors, datasets;"
+                           " print(harness_base.__file__)"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == REPO / "harness_base.py"
 
 
 def test_help_imports_no_opencv_and_no_framework():
@@ -127,6 +140,35 @@ def test_each_launcher_row_runs_the_backend_its_word_names(words):
     assert BACKENDS[launch.backend or profile.backend].launcher_word == backend_word
     assert profile.model_name == model_word.removesuffix("-tf")
     assert words not in NOT_LAUNCHED
+
+
+# Launcher files no URL gives: made by the user (README, "Real MLPerf models").
+MADE_BY_THE_USER = {"resnet50_v1.tflite", "resnet50-19c8e357.pt2"}
+
+
+@pytest.mark.parametrize("name", sorted(set(PROFILES) - {DEFAULTS.name}))
+def test_each_profile_has_a_file_to_fetch_or_says_why_not(name):
+    fetched = [row.file for row in MODEL_FILES if name in row.profiles]
+    assert (len(fetched) == 1) != (name in NO_DOWNLOAD), (name, fetched)
+
+
+@pytest.mark.parametrize("words", sorted(LAUNCHES), ids="-".join)
+def test_each_launcher_file_is_one_fetch_gives_under_that_name(words):
+    launch = LAUNCHES[words]
+    files = {row.file: row for row in MODEL_FILES}
+    assert launch.model_file in files or launch.model_file in MADE_BY_THE_USER
+    row = files.get(launch.model_file)
+    if row is not None and row.profiles and launch.backend is None:
+        assert launch.profile in row.profiles
+
+
+@pytest.mark.parametrize("row", MODEL_FILES, ids=lambda row: row.file)
+def test_each_known_file_row_is_well_formed(row):
+    assert row.url.startswith(("https://", "http://")) and " " not in row.url
+    assert row.checksum is None or (row.checksum_source and row.checksum.split(":")[0] in
+                                    ("md5", "sha256"))
+    assert all(profile in PROFILES for profile in row.profiles)
+    assert "/" not in row.file
 
 
 @pytest.mark.parametrize("profile", sorted(_BUILDERS))
