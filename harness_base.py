@@ -61,6 +61,15 @@ def interrupted_exit_code() -> int:
     return 128 + _stop_signal[0] if _stop_signal else EXIT_INTERRUPTED
 
 
+def exit_code_for(error: BaseException) -> int:
+    """The exit status a run that raised `error` ends with."""
+    if isinstance(error, ConfigError):
+        return EXIT_BAD_INPUT
+    if isinstance(error, KeyboardInterrupt):
+        return interrupted_exit_code()
+    return EXIT_FAILED
+
+
 def exit_code_of(job: Callable[[], int], failed: str = "run failed",
                  interrupted: str = "interrupted") -> int:
     """job()'s exit status, with this project's errors turned into theirs and one line each on

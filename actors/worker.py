@@ -160,15 +160,16 @@ class InferenceWorker:
         return answers
 
     def infer(self, batch: Batch) -> BatchResult:
-        started = time.perf_counter()
+        """infer_seconds is the time on the device (inside the lock): a worker's busy share."""
         inputs = self.inputs_for(batch)  # outside the lock: overlaps another call's inference
         with self._device_lock:
+            started = time.perf_counter()
             outputs = self._predict(inputs)
+            elapsed = time.perf_counter() - started
         for output in outputs:
             if len(output) != len(batch):
                 raise RuntimeError(f"backend returned {len(output)} results for a batch of "
                                    f"{len(batch)}")
-        elapsed = time.perf_counter() - started
         if not self._want_payloads:
             return BatchResult(batch.batch_id, self.worker_id, infer_seconds=elapsed)
         payloads = self._postprocess(outputs, batch.sample_indices)

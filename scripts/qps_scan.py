@@ -93,5 +93,9 @@ def scan_job(config, images, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+scan_job.record_kind = "scan"  # how its record says it ran (sut/run_record.py)
+scan_job.results_file = "qps_scan.json"
+
+
 if __name__ == "__main__":
     sys.exit(main(None, handle_signals=True, job=scan_job, extend_parser=add_scan_flags))

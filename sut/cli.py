@@ -17,7 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from harness_base import EXIT_FAILED, EXIT_OK, ConfigError, exit_code_of
+from harness_base import (EXIT_FAILED, EXIT_OK, ConfigError, exit_code_for, exit_code_of,
+                          interrupted_exit_code, stop_requested)
 
 
 WORKING_USER_CONF = "user.conf"  # read from the working folder, as the reference does
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sut", description="MLPerf Inference vision SUT on Ray.",
         epilog="With neither --model nor --dataset-path, runs the embedded default. "
-               "`python -m sut fetch --help`: download MLPerf model files and data by name.")
+               "`python -m sut fetch --help`: download MLPerf model files and data by name. "
+               "`python -m sut runs --help`: the recorded runs.")
     reference = parser.add_argument_group("reference harness flags")
     add = reference.add_argument
     add("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
@@ -74,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cache", type=int, help="ignored: pre-processed samples are always cached")
     add("--models-dir", help="where `python -m sut fetch` put the model files (default "
                              "$MODEL_DIR, else the user's data folder)")
+    add("--repetitions", type=int, help="run the same test N times, each in its own process "
+                                        "(recorded as one group: mean, min, max)")
+    from sut.run_record import add_record_flags
+
+    add_record_flags(parser)
     ray_group = parser.add_argument_group("placement on Ray")
     ray_group.add_argument("--gpus", type=int, default=0,
                            help="one worker actor per GPU (num_gpus=1 each)")
@@ -188,18 +195,42 @@ def run_and_report(config, images, args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK
 
 
-def _run_scenario_list(argv: list[str], args: argparse.Namespace, scenarios: list[str],
-                       plain_run: bool) -> int:
-    """Check every scenario's configuration, then run each in a process of its own."""
-    import copy
-
-    from sut.scenario_list import run_each
+def _run_series(argv: list[str], args: argparse.Namespace, scenarios: list[str],
+                repetitions: int, plain_run: bool) -> int:
+    """Check every member's configuration, then run each in a process of its own."""
+    from sut.run_series import members, run_series
 
     if not plain_run:
-        raise ConfigError(f"--scenario {args.scenario}: this command takes one scenario")
-    for scenario in scenarios:
-        resolve_args(copy.copy(argparse.Namespace(**{**vars(args), "scenario": scenario})))
-    return run_each(argv, scenarios, args.output)
+        raise ConfigError("--scenario lists and --repetitions are for python -m sut runs; "
+                          "this command takes one scenario, once")
+    for scenario in scenarios or [args.scenario]:
+        resolve_args(argparse.Namespace(**{**vars(args), "scenario": scenario}))
+    from sut.run_record import Recorder
+
+    Recorder(args, "run", [])  # a bad --results-db or --tag fails now, not in every child
+    return run_series(argv, members(scenarios, repetitions, args.output), args.output)
+
+
+def _recorded(job, config, images, args: argparse.Namespace, argv: list[str]) -> int:
+    """The job, recorded when it ends, however it ends (see sut/run_record.py)."""
+    from sut import interrupts
+    from sut.run_record import Recorder, command_line
+
+    recorder = Recorder(args, getattr(job, "record_kind", "run"), command_line(argv))
+    recorder.describe(config, len(images))
+    results_file = getattr(job, "results_file", "results.json")
+    unregister = interrupts.before_forced_exit(lambda reason: recorder.finish(
+        interrupted_exit_code() if stop_requested() else EXIT_FAILED, config.output,
+        results_file))
+    try:
+        code = job(config, images, args)
+    except BaseException as error:
+        recorder.finish(exit_code_for(error), config.output, results_file)
+        raise
+    finally:
+        unregister()
+    recorder.finish(code, config.output, results_file)
+    return code
 
 
 def main(argv: list[str] | None = None, handle_signals: bool = False,
@@ -218,6 +249,10 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         from sut import fetch
 
         return fetch.main(argv[1:])
+    if argv[:1] == ["runs"]:
+        from sut import runs_cli
+
+        return runs_cli.main(argv[1:])
     debug = "--debug" in argv
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -228,15 +263,16 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         if extend_parser is not None:
             extend_parser(parser)
         args = parser.parse_args(argv)
-        from sut.scenario_list import split_scenarios
+        from sut.run_series import check_repetitions, split_scenarios
 
         scenarios = split_scenarios(args.scenario)
-        if len(scenarios) > 1:
-            return _run_scenario_list(argv, args, scenarios, job is run_and_report)
+        repetitions = check_repetitions(args.repetitions)
+        if len(scenarios) > 1 or repetitions > 1:
+            return _run_series(argv, args, scenarios, repetitions, job is run_and_report)
         config, images = resolve_args(args)
         for note in config.notes:
             print(f"NOTE: {note}", flush=True)
-        return job(config, images, args)
+        return _recorded(job, config, images, args, argv)
 
     return exit_code_of(parse_and_run, interrupted="interrupted: workers shut down.")
 

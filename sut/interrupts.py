@@ -104,16 +104,22 @@ def _exit_now(name: str, waited_s: float | None) -> None:
     why = (f"the run had not stopped {waited_s:g} s after it" if waited_s is not None
            else "a second signal")
     reason = f"interrupted by {name}; the process was ended ({why})"
+    say_last_words(reason)
+    print(f"\ninterrupted by {name}; exiting.", flush=True)
+    end_child_processes()
+    os._exit(interrupted_exit_code())
+
+
+def say_last_words(reason: str) -> None:
+    """Every before_forced_exit writer, newest first (a test's marks and results.json before
+    the run's record, which reads them); one that raises does not stop the others."""
     with _lock:
-        last_words = list(_last_words)
+        last_words = list(reversed(_last_words))
     for write in last_words:
         try:
             write(reason)
         except Exception:  # noqa: BLE001 - the exit must happen
-            log.exception("writing the aborted run's marks failed")
-    print(f"\ninterrupted by {name}; exiting.", flush=True)
-    end_child_processes()
-    os._exit(interrupted_exit_code())
+            log.exception("writing the aborted run's last words failed")
 
 
 def end_child_processes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 _PRIMARY_METRIC = {
@@ -56,6 +57,31 @@ def summarize_test(scenario: str, mode: str, output_dir: str | Path) -> dict:
             if extra in raw:
                 summary[extra.removeprefix("result_")] = raw[extra]
     return summary
+
+
+class CompletionTimeline:
+    """Samples answered per bin of time since the test started: the report's throughput plot.
+    One addition per batch; the bins grow as the test runs."""
+
+    BIN_S = 0.5
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+        self._counts: list[int] = []
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+
+    def add(self, count: int) -> None:
+        if self._started is None:
+            return
+        index = int((time.monotonic() - self._started) / self.BIN_S)
+        if index >= len(self._counts):
+            self._counts.extend([0] * (index + 1 - len(self._counts)))
+        self._counts[index] += count
+
+    def as_json(self) -> dict:
+        return {"bin_s": self.BIN_S, "completed": list(self._counts)}
 
 
 ABORTED_MARKER = "ABORTED.txt"

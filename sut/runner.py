@@ -26,7 +26,8 @@ from sut.cluster import WorkerPool, check_placement, connect
 from sut.config import RunConfig
 from sut.dispatch import Completer, batch_id_counter
 from sut.output_lock import output_lock
-from sut.report import format_summary, mark_aborted, summarize_test, write_results
+from sut.report import (CompletionTimeline, format_summary, mark_aborted, summarize_test,
+                        write_results)
 from sut.serving import ServingPath
 from sut.shared_samples import SharedSamples
 
@@ -108,9 +109,12 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
     progress = progress_bar(len(images) if mode == "accuracy" else None,
                             f"{config.scenario} {mode}", "sample", show_progress)
 
+    timeline = CompletionTimeline()
+
     def complete(batch, payload_data, payload_offsets) -> None:
         loadgen_bridge.complete_samples(batch, payload_data, payload_offsets)
         progress.update(len(batch))
+        timeline.add(len(batch))
 
     path = ServingPath(pool, config.scenario, config.max_batchsize, complete, batch_ids,
                        settings.server_target_latency_ns, config.server_batch_timeout_s)
@@ -144,10 +148,10 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         write_results({**earlier, "tests": earlier["tests"] + [outcome]}, config.output)
 
     unregister_last_words = interrupts.before_forced_exit(write_cut_off)
-    watchdog = _AbortWatchdog(completer, write_cut_off,
-                              ABORT_GRACE_S if config.scenario == "Offline" else CUT_OFF_S)
+    watchdog = _AbortWatchdog(completer, ABORT_GRACE_S if config.scenario == "Offline" else CUT_OFF_S)
     failures_before = len(pool.failures())
     calls_before, batches_before = pool.scheduler.calls_sent, pool.scheduler.batches_sent
+    busy_before = dict(pool.collector.busy_seconds_by_worker)
     started = time.monotonic()
     test_seconds = 0.0
     try:
@@ -157,6 +161,7 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
                 ("issue_queries", dispatcher.issue), ("flush_queries", dispatcher.flush),
                 ("load_query_samples", load), ("unload_query_samples", shared.unload))]
             test_started = time.monotonic()
+            timeline.start()
             loadgen_bridge.run_test(settings, mode, len(images), performance_count, *callbacks,
                                     str(test_dir), trace=config.debug,
                                     audit_conf=config.audit_conf)
@@ -180,6 +185,11 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
             outcome["server_window_ms"] = round(path.dispatcher.window_s * 1e3, 3)
     if test_seconds:
         outcome["worker_calls_per_second"] = round(outcome["worker_calls"] / test_seconds, 1)
+        outcome["busy_share_by_worker"] = {
+            worker: round((busy - busy_before.get(worker, 0.0)) / test_seconds, 4)
+            for worker, busy in pool.collector.busy_seconds_by_worker.items()}
+    if mode != "accuracy":
+        outcome["timeline"] = timeline.as_json()
     faults = [f"{worker} lost: {why}" for worker, why in pool.lost_workers]
     faults += [f"batch {batch_id} failed on {worker}: {first_line(error)}"
                for batch_id, worker, error in pool.failures()[failures_before:]]
@@ -245,9 +255,8 @@ class _AbortWatchdog:
     """Ends the process if LoadGen has not returned grace_s after an abort (a fault's, or a
     signal's: the exit code then says which signal), writing the marks first."""
 
-    def __init__(self, completer: Completer, write_cut_off, grace_s: float) -> None:
+    def __init__(self, completer: Completer, grace_s: float) -> None:
         self._completer = completer
-        self._write_cut_off = write_cut_off
         self._grace_s = grace_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="abort-watchdog", daemon=True)
@@ -267,7 +276,7 @@ class _AbortWatchdog:
                 reason = (f"{self._completer.abort_reason}; the process was ended (LoadGen had "
                           f"not returned {self._grace_s:g} s later)")
                 try:
-                    self._write_cut_off(reason)
+                    interrupts.say_last_words(reason)  # this test's marks, then the record
                 finally:
                     print(f"\nFAILED: {reason}; exiting.", flush=True)
                     interrupts.end_child_processes()

@@ -38,6 +38,15 @@ SHORT_USER_CONF = """\
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def results_db(tmp_path_factory) -> Path:
+    """Every run records itself (sut/run_record.py): into this session's own database, never
+    into the user's (runs inherit the variable; a test that checks records names its own)."""
+    path = tmp_path_factory.mktemp("records") / "results.db"
+    os.environ["RAY_SUT_RESULTS_DB"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ray_address():
     import logging

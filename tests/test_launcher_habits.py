@@ -1,4 +1,5 @@
-"""The reference's command-line habits: --scenario lists, ./user.conf, --mlperf_conf."""
+"""The reference's command-line habits: --scenario lists, ./user.conf, --mlperf_conf; and
+--repetitions, which runs the same way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from conftest import SHORT_USER_CONF, assert_each_sample_once
 from harness_base import EXIT_BAD_INPUT, EXIT_OK
 from sut.report import read_loadgen_results
-from sut.scenario_list import argv_without, split_scenarios
+from sut.run_series import argv_without, split_scenarios
 
 
 def test_scenario_list_words():
@@ -21,8 +22,8 @@ def test_a_scenario_list_runs_each_into_its_own_folder_and_entry(run_known, know
     run = run_known("SingleStream,Offline", "--accuracy")
     assert run.returncode == EXIT_OK, run.stderr
     results = run.results()
-    assert [entry["scenario"] for entry in results["scenarios"]] == ["SingleStream", "Offline"]
-    assert [entry["exit_code"] for entry in results["scenarios"]] == [0, 0]
+    assert [entry["scenario"] for entry in results["runs"]] == ["SingleStream", "Offline"]
+    assert [entry["exit_code"] for entry in results["runs"]] == [0, 0]
     assert [test["scenario"] for test in results["tests"]] == ["SingleStream", "Offline"]
     for scenario in ("SingleStream", "Offline"):
         folder = run.output / scenario
@@ -31,7 +32,7 @@ def test_a_scenario_list_runs_each_into_its_own_folder_and_entry(run_known, know
         assert read_loadgen_results(folder)["effective_scenario"] == scenario
         assert own["tests"][0]["accuracy"]["good"] == len(known_set.lines)
         assert_each_sample_once(run.accuracy_log(scenario), len(known_set.lines))
-    assert "== scenarios" in run.stdout
+    assert "== series" in run.stdout
 
 
 def test_a_bad_scenario_list_is_refused_before_anything_runs(run_known):

@@ -247,7 +247,8 @@ def test_scan_checks_accuracy_then_finds_rates_on_the_workers(
         tmp_path, ray_address, cache_dir, "--profile", "resnet50-onnxruntime",
         "--model", str(model), "--dataset-path", str(known_set.dataset_path),
         "--accuracy-count", "10", "--latencies", "4,2,2", "--trial-seconds", "0.5",
-        "--min-requests", "10", "--start-qps", "20", "--max-qps", "40")
+        "--min-requests", "10", "--start-qps", "20", "--max-qps", "40",
+        "--results-db", str(tmp_path / "r.db"))
     assert done.returncode == 0, done.stderr[-3000:]
     # Stage 1: the known-answer model is right on every one of the first 10 images only.
     assert "accuracy=100.000%, good=10, total=10" in done.stdout
@@ -268,6 +269,14 @@ def test_scan_checks_accuracy_then_finds_rates_on_the_workers(
         assert all(trial["lost"] == 0 and trial["percentiles_s"]["99"] <= 2.0 for trial in met)
         assert loose["qps"] >= tight["qps"]
     assert results["faults"] == []
+    # Recorded as a scan: the accuracy stage as its test, the bounds beside.
+    from sut.records import RunStore
+
+    with RunStore(tmp_path / "r.db") as store:
+        (record,) = store.find()
+    assert record["kind"] == "scan" and record["status"] == "completed"
+    assert record["scan"]["bounds"] == results["bounds"]
+    assert record["tests"][0]["accuracy"]["good"] == 10
 
 
 def test_scan_flags_are_checked_with_a_message_that_names_them():
