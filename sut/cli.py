@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--debug", action="store_true", help="verbose logs and a LoadGen trace")
     add("--user_conf", help="LoadGen user.conf")
     add("--audit_conf", help="LoadGen audit.config (compliance tests)")
+    add("--compliance", choices=("TEST01", "TEST04"),
+        help="run MLPerf's compliance test and verify it against --compliance-reference")
+    add("--compliance-reference", metavar="DIR",
+        help="the submission runs of this scenario: DIR/accuracy/ and DIR/performance/ (or "
+             "performance/run_1/)")
     add("--mlperf_conf", help="rules applied over LoadGen's built-in mlperf.conf (its seeds "
                               "too), under --user_conf; a run with other rules than LoadGen's "
                               "is not valid for a submission")
@@ -195,6 +200,47 @@ def run_and_report(config, images, args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(test.get("error") for test in results["tests"]) else EXIT_OK
 
 
+def compliance_job(config, images, args: argparse.Namespace) -> int:
+    """--compliance TEST01|TEST04: the audited performance run, then its verification."""
+    import tempfile
+
+    from sut import compliance
+    from sut.report import write_results
+    from sut.runner import print_summary, run
+
+    clashes = [flag for flag, given in (("--accuracy", args.accuracy),
+                                        ("--find-peak-performance", args.find_peak_performance),
+                                        ("--audit_conf", args.audit_conf)) if given]
+    if clashes:
+        raise ConfigError(f"--compliance {args.compliance} and {' '.join(clashes)}: a compliance "
+                          "test is one audited performance run; drop the other flag")
+    reference = compliance.find_reference(args.compliance_reference, args.compliance,
+                                          config.scenario)
+    text = compliance.audit_config(args.compliance, config.model_name, config.scenario)
+    # The audit file lives in a scratch folder of this run only, named to LoadGen explicitly.
+    with tempfile.TemporaryDirectory(prefix="ray-sut-audit-") as scratch:
+        audit = Path(scratch) / "audit.config"
+        audit.write_text(text, encoding="utf-8")
+        audited = dataclasses.replace(config, audit_conf=str(audit), modes=("performance",))
+        results = run(audited, images)
+    print_summary(results)
+    if any(test.get("error") for test in results["tests"]):
+        return EXIT_FAILED
+    outcome = compliance.verify(args.compliance, reference, Path(config.output),
+                                Path(config.output))
+    results["compliance"] = outcome
+    write_results(results, config.output)
+    for key in ("accuracy", "performance"):
+        if key in outcome:
+            print(f"{args.compliance} {key}: {outcome[key]}", flush=True)
+    print(f"{args.compliance}: {'PASS' if outcome['passed'] else 'FAIL'}; the checker's folder "
+          f"is {outcome['folder']}", flush=True)
+    return EXIT_OK
+
+
+compliance_job.record_kind = "compliance"
+
+
 def _run_series(argv: list[str], args: argparse.Namespace, scenarios: list[str],
                 repetitions: int, plain_run: bool) -> int:
     """Check every member's configuration, then run each in a process of its own."""
@@ -203,6 +249,9 @@ def _run_series(argv: list[str], args: argparse.Namespace, scenarios: list[str],
     if not plain_run:
         raise ConfigError("--scenario lists and --repetitions are for python -m sut runs; "
                           "this command takes one scenario, once")
+    if args.compliance:
+        raise ConfigError(f"--compliance {args.compliance} takes one scenario, once: its "
+                          "--compliance-reference holds that scenario's runs")
     for scenario in scenarios or [args.scenario]:
         resolve_args(argparse.Namespace(**{**vars(args), "scenario": scenario}))
     from sut.run_record import Recorder
@@ -269,10 +318,16 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         repetitions = check_repetitions(args.repetitions)
         if len(scenarios) > 1 or repetitions > 1:
             return _run_series(argv, args, scenarios, repetitions, job is run_and_report)
+        if args.compliance and job is run_and_report:
+            chosen = compliance_job
+        elif args.compliance:
+            raise ConfigError("--compliance runs with python -m sut, not this command")
+        else:
+            chosen = job
         config, images = resolve_args(args)
         for note in config.notes:
             print(f"NOTE: {note}", flush=True)
-        return _recorded(job, config, images, args, argv)
+        return _recorded(chosen, config, images, args, argv)
 
     return exit_code_of(parse_and_run, interrupted="interrupted: workers shut down.")
 

@@ -137,6 +137,10 @@ def format_summary(results: dict) -> str:
                              "detections")
             else:
                 lines.append(f"{head} {accuracy.get('error', 'no accuracy computed')}")
+            if accuracy.get("verdict") in ("PASS", "FAIL"):
+                counts = "" if accuracy.get("counts") else " (does not count: part of the set)"
+                lines.append(f"{head} {accuracy['verdict']} against the target "
+                             f"{accuracy['target_percent']:g}%{counts}")
         else:
             value = test.get("value")
             shown = (f"{value:,.2f}" if isinstance(value, float) else f"{value}")

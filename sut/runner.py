@@ -25,6 +25,7 @@ from sut import interrupts, loadgen_bridge
 from sut.cluster import WorkerPool, check_placement, connect
 from sut.config import RunConfig
 from sut.dispatch import Completer, batch_id_counter
+from sut.mlperf_rules import accuracy_verdict, verdict_line
 from sut.output_lock import output_lock
 from sut.report import (CompletionTimeline, format_summary, mark_aborted, summarize_test,
                         write_results)
@@ -224,12 +225,18 @@ def score_test(config: RunConfig, images: ImageList, test_dir: Path) -> dict:
     log_path = Path(test_dir) / "mlperf_log_accuracy.json"
     spec = get_dataset(config.dataset)
     if spec.task == "detection":
-        return _score_detection(spec, images, log_path)
-    labels = list(zip(images.files, images.labels.tolist()))
-    top1 = score_imagenet(read_accuracy_log(log_path), labels)
-    print(top1.line(), flush=True)
-    return {"accuracy_percent": top1.percent, "good": top1.good, "total": top1.total,
-            "duplicates_ignored": top1.duplicates, "accuracy_log": str(log_path)}
+        scored = _score_detection(spec, images, log_path)
+        percent, samples = scored["mAP_percent"], len(images)
+    else:
+        labels = list(zip(images.files, images.labels.tolist()))
+        top1 = score_imagenet(read_accuracy_log(log_path), labels)
+        print(top1.line(), flush=True)
+        scored = {"accuracy_percent": top1.percent, "good": top1.good, "total": top1.total,
+                  "duplicates_ignored": top1.duplicates, "accuracy_log": str(log_path)}
+        percent, samples = top1.percent, top1.total
+    verdict = accuracy_verdict(config.model_name, percent, samples)
+    print(verdict_line(config.model_name, percent, verdict), flush=True)
+    return {**scored, **verdict}
 
 
 def _score_detection(spec, images, log_path: Path) -> dict:
