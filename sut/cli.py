@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sut", description="MLPerf Inference vision SUT on Ray.",
         epilog="With neither --model nor --dataset-path, runs the embedded default. "
                "`python -m sut fetch --help`: download MLPerf model files and data by name. "
-               "`python -m sut runs --help`: the recorded runs.")
+               "`python -m sut runs --help`: the recorded runs. `python -m sut submission "
+               "--help`: the MLPerf submission tree.")
     reference = parser.add_argument_group("reference harness flags")
     add = reference.add_argument
     add("--dataset", help=f"dataset: {', '.join(sorted(DATASETS))}")
@@ -298,6 +299,10 @@ def main(argv: list[str] | None = None, handle_signals: bool = False,
         from sut import fetch
 
         return fetch.main(argv[1:])
+    if argv[:1] == ["submission"]:
+        from sut import submission
+
+        return submission.main(argv[1:])
     if argv[:1] == ["runs"]:
         from sut import runs_cli
 

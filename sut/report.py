@@ -29,8 +29,7 @@ def read_loadgen_results(output_dir: str | Path) -> dict:
         except json.JSONDecodeError:
             continue
         key = entry.get("key", "")
-        if key.startswith(("result_", "effective_")) or key in ("num_errors",
-                                                                 "early_stopping_result"):
+        if key.startswith(("result_", "effective_", "early_stopping")) or key == "num_errors":
             found[key] = entry.get("value")
     return found
 

@@ -100,7 +100,7 @@ def _setup(config: RunConfig) -> dict:
             "data_format": config.data_format, "profile": config.profile,
             "model_name": config.model_name, "scenario": config.scenario,
             "max_batchsize": config.max_batchsize, "workers": config.num_workers,
-            "gpus": config.gpus, "device": config.device}
+            "gpus": config.gpus, "device": config.device, "user_conf": config.user_conf}
 
 
 def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: ImageList,
