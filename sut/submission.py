@@ -32,7 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness_base import EXIT_FAILED, EXIT_OK, ConfigError, exit_code_of
+from harness_base import EXIT_FAILED, EXIT_OK, ConfigError, RunFailed, exit_code_of
 from sut.mlperf_rules import RULES
 from sut.report import read_loadgen_results
 
@@ -78,11 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-short-runs", action="store_true",
                         help="take runs shortened below the rules (marked as such in the "
                              "tree; for trying the tool, never for a submission)")
+    parser.add_argument("--scenarios", help="make the runs instead of --from: these "
+                                            "scenarios (comma-separated), each run that is "
+                                            "missing in --runs-dir made with the flags after "
+                                            "--, e.g. -- --profile resnet50-onnxruntime "
+                                            "--dataset-path /data/imagenet2012 --gpus 8")
+    parser.add_argument("--runs-dir", help="where --scenarios keeps its runs (default "
+                                           "<output>-runs); a finished run there is reused")
+    from sut.run_record import add_record_flags
+
+    add_record_flags(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    own, run_flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    args = build_parser().parse_args(own)
+    args.argv, args.run_flags = argv, run_flags
     return exit_code_of(lambda: _run(args), failed="submission failed")
 
 
@@ -96,19 +109,98 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.check}: {len(problems)} problem(s)" if problems else
               f"{args.check}: no problem found")
         return EXIT_FAILED if problems else EXIT_OK
+    from sut.run_record import Recorder, command_line
+
     missing = [flag for flag, value in (("--submitter", args.submitter), ("--system",
                args.system), ("--category", args.category), ("--output", args.output),
-               ("--from", args.sources)) if not value]
+               ("--from or --scenarios", args.sources or args.scenarios)) if not value]
     if missing:
         raise ConfigError(f"submission: give {' '.join(missing)} (or --check DIR)")
+    if args.sources and args.scenarios:
+        raise ConfigError("submission: --from takes finished runs, --scenarios makes them; "
+                          "give one")
+    if args.scenarios:
+        args.sources = [str(folder) for folder in run_missing(args)]
+    recorder = Recorder(args, "submission", command_line(["submission", *args.argv]))
+    recorder.describe({key: value for key, value in vars(args).items() if key != "argv"})
     tree = build_tree(args)
     problems = check_tree(Path(args.output))
+    recorder.record["submission"] = {"tree": str(tree.root), "results": tree.results,
+                                     "to_fill": tree.to_fill, "problems": problems}
+    recorder.finish(EXIT_OK, args.output)
     print(f"{tree.root}: {len(tree.results)} result(s)")
     if tree.to_fill:
         print(f"fill in by hand in {tree.system_file}: {', '.join(tree.to_fill)}")
     for problem in problems:
         print(f"PROBLEM: {problem}")
     return EXIT_OK
+
+
+# The runs one result needs, in order: folder name and the flags that make it.
+_STEPS = (("accuracy", ["--accuracy"]), ("performance", []),
+          ("test01", ["--compliance", "TEST01"]), ("test04", ["--compliance", "TEST04"]))
+_OWN_FLAGS = ("--scenario", "--output", "--accuracy", "--compliance", "--compliance-reference")
+
+
+def run_missing(args: argparse.Namespace) -> list[Path]:
+    """Make what each scenario lacks, one `python -m sut` process per run (LoadGen reads its
+    rules once per process), with the rules' settings unless the flags say otherwise; a run
+    finished before is kept. Returns the scenario folders for build_tree."""
+    import subprocess
+    import sys
+
+    from sut.config import SCENARIOS
+    from sut.run_series import argv_without, split_scenarios
+
+    scenarios = split_scenarios(args.scenarios)
+    unknown = [name for name in scenarios if name not in SCENARIOS]
+    if unknown:
+        raise ConfigError(f"--scenarios {args.scenarios}: {', '.join(unknown)} is no scenario; "
+                          f"choose from {', '.join(SCENARIOS)}")
+    clashes = [flag for flag in _OWN_FLAGS if any(word == flag or word.startswith(flag + "=")
+                                                  for word in args.run_flags)]
+    if clashes:
+        raise ConfigError(f"submission --scenarios: {' '.join(clashes)} after -- is set by the "
+                          "command itself; drop it")
+    runs_dir = Path(args.runs_dir or f"{Path(args.output)}-runs")
+    base = [sys.executable, "-m", "sut", *argv_without(args.run_flags)]
+    folders = []
+    for scenario in scenarios:
+        folder = runs_dir / scenario
+        for name, extra in _STEPS:
+            step = folder / name
+            if name.startswith("test"):
+                test = extra[1]
+                model = ((_json(folder / "performance" / "results.json") or {}).get("setup")
+                         or {}).get("model_name")
+                rules = RULES.get(model)
+                if rules is None or (test == "TEST01" and rules.test01_sampling_target is None) \
+                        or (test == "TEST04" and not rules.test04):
+                    continue  # the rules have no such test for this model
+                extra = extra + ["--compliance-reference", str(folder)]
+                done = (step / test / "verify_performance.txt").is_file()
+            else:
+                done = _finished(step, name)
+            if done:
+                print(f"== {scenario} {name}: finished before, kept ({step})", flush=True)
+                continue
+            print(f"== {scenario} {name} -> {step}", flush=True)
+            code = subprocess.run([*base, "--scenario", scenario, "--output", str(step),
+                                   *extra]).returncode
+            if code != EXIT_OK:
+                raise RunFailed(f"the {scenario} {name} run ended with exit {code} (its output "
+                                f"is {step}); fix it and run the same command again: finished "
+                                "runs are kept")
+        folders.append(folder)
+    return folders
+
+
+def _finished(step: Path, name: str) -> bool:
+    results = _json(step / "results.json") or {}
+    tests = results.get("tests") or []
+    if name == "accuracy":
+        return any(test.get("mode") == "accuracy" and test.get("accuracy") for test in tests)
+    return read_loadgen_results(step).get("result_validity") == "VALID"
 
 
 @dataclass

@@ -53,7 +53,8 @@ def _build(runs: Path, output: Path, *extra: str) -> int:
 
 def test_the_tree_has_every_file_in_the_checkers_format(runs, tmp_path, capsys):
     output = tmp_path / "tree"
-    assert _build(runs, output, "--allow-short-runs") == EXIT_OK
+    assert _build(runs, output, "--allow-short-runs", "--results-db",
+                  str(tmp_path / "r.db")) == EXIT_OK
     said = capsys.readouterr().out
     root = output / "closed" / "ACME"
     system = json.loads((root / "systems" / "box1.json").read_text())
@@ -82,6 +83,12 @@ def test_the_tree_has_every_file_in_the_checkers_format(runs, tmp_path, capsys):
                                              "starting_weights_filename", "weight_data_types",
                                              "weight_transformations"))
     assert "RULE OVERRIDES" in (result / "README.md").read_text()
+    from sut.records import RunStore
+
+    with RunStore(tmp_path / "r.db") as store:
+        (record,) = store.find()
+    assert record["kind"] == "submission"
+    assert record["submission"]["results"] == [["resnet50", "Offline"]]
     given = json.loads((runs / "performance" / "results.json").read_text())["setup"]["user_conf"]
     conf = (result / "user.conf").read_text()
     assert conf.startswith(Path(given).read_text())
@@ -211,3 +218,34 @@ def test_bad_input_is_refused_by_name_before_anything_is_written(runs, tmp_path,
     (output / "x").write_text("x")
     assert _build(runs, output, "--allow-short-runs") == EXIT_BAD_INPUT
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_scenarios_makes_the_missing_runs_then_the_tree(tmp_path, ray_address, cache_dir,
+                                                        known_set, model_dir, short_user_conf,
+                                                        capfd):
+    runs_dir = tmp_path / "runs"
+    flags = ["--address", ray_address, "--cache_dir", str(cache_dir), "--profile",
+             "resnet50-onnxruntime", "--model", str(known_set.model(model_dir, "vgg", "NCHW")),
+             "--dataset-path", str(known_set.dataset_path), "--user_conf",
+             str(short_user_conf), *VALID_OFFLINE]
+
+    def build(output: Path) -> int:
+        return submission.main(["--submitter", "ACME", "--system", "box1", "--category",
+                                "edge", "--output", str(output), "--scenarios", "Offline",
+                                "--runs-dir", str(runs_dir), "--allow-short-runs", "--",
+                                *flags])
+
+    assert build(tmp_path / "tree") == EXIT_OK
+    made = capfd.readouterr().out
+    for step in ("accuracy", "performance", "test01", "test04"):
+        assert f"== Offline {step} -> {runs_dir / 'Offline' / step}" in made
+    result = tmp_path / "tree" / "closed" / "ACME" / "results" / "box1" / "resnet50" / "Offline"
+    assert (result / "TEST01" / "verify_accuracy.txt").read_text().splitlines()[-1] == "TEST PASS"
+    assert (result / "TEST04" / "verify_performance.txt").is_file()
+    # A second tree reuses every finished run.
+    assert build(tmp_path / "again") == EXIT_OK
+    assert capfd.readouterr().out.count("finished before, kept") == 4
+    assert submission.main(["--submitter", "ACME", "--system", "box1", "--category", "edge",
+                            "--output", str(tmp_path / "x"), "--scenarios", "Offline", "--",
+                            "--output", "elsewhere"]) == EXIT_BAD_INPUT
+    assert "--output after -- is set by the command itself" in capfd.readouterr().err
