@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 from typing import Callable
 
 EXIT_OK = 0
@@ -76,15 +77,20 @@ def exit_code_of(job: Callable[[], int], failed: str = "run failed",
     stderr: bad input 2, a failure 3, a signal 128 + its number."""
     try:
         return job()
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RunFailed as error:
-        print(f"{failed}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return interrupted_exit_code()
+    except (ConfigError, RunFailed, KeyboardInterrupt) as error:
+        line = (f"error: {error}" if isinstance(error, ConfigError) else interrupted
+                if isinstance(error, KeyboardInterrupt) else f"{failed}: {error}")
+        print(line, file=sys.stderr)
+        return exit_code_for(error)
+
+
+def user_data_folder() -> Path:
+    """Where the harness keeps what outlives a run (fetched models and data, the results
+    database): $XDG_DATA_HOME/ray-mlperf-vision, else ~/.local/share/ray-mlperf-vision."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "ray-mlperf-vision"
 
 
 def progress_bar(total: int | None, description: str, unit: str, enabled: bool):

@@ -73,8 +73,7 @@ def find_reference(folder: str | None, test: str, scenario: str) -> Reference:
                           "the submission's accuracy and performance runs of this scenario "
                           "(DIR/accuracy/, DIR/performance/ or DIR/performance/run_1/)")
     root = Path(folder)
-    performance = next((path for path in (root / "performance" / "run_1", root / "performance")
-                        if (path / "mlperf_log_detail.txt").is_file()), None)
+    performance = performance_folder(root)
     if performance is None:
         raise ConfigError(f"--compliance-reference {root}: no performance/run_1/ or performance/ "
                           "with an mlperf_log_detail.txt in it")
@@ -91,6 +90,13 @@ def find_reference(folder: str | None, test: str, scenario: str) -> Reference:
         raise ConfigError(f"--compliance-reference {root}: TEST01 compares with the accuracy "
                           f"run's log, and {accuracy} is missing")
     return Reference(performance, accuracy if accuracy.is_file() else None)
+
+
+def performance_folder(root: Path) -> Path | None:
+    """A scenario folder's performance run: performance/run_1/ (the checker's layout) or
+    performance/ (this harness's output), the one holding a detail log."""
+    return next((path for path in (root / "performance" / "run_1", root / "performance")
+                 if (path / "mlperf_log_detail.txt").is_file()), None)
 
 
 def _score(detail: dict, path: Path) -> tuple[str, float]:

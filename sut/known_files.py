@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness_base import ConfigError
+from harness_base import ConfigError, user_data_folder
 
 _CM_RESNET50 = "mlcommons/mlperf-automations script/get-ml-model-resnet50/meta.yaml"
 _CM_RETINANET = "mlcommons/mlperf-automations script/get-ml-model-retinanet/meta.yaml"
@@ -120,8 +120,7 @@ def default_folder(flag_value: str | None, variable: str, leaf: str) -> Path:
         return Path(flag_value).expanduser()
     if os.environ.get(variable):
         return Path(os.environ[variable]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "ray-mlperf-vision" / leaf
+    return user_data_folder() / leaf
 
 
 def models_folder(flag_value: str | None = None) -> Path:

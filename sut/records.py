@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from harness_base import ConfigError
+from harness_base import ConfigError, user_data_folder
 
 FORMAT = "ray-mlperf-vision results 1"
 BUSY_TIMEOUT_S = 30.0
@@ -41,8 +41,7 @@ def default_path(flag_value: str | None = None) -> Path:
         return Path(flag_value).expanduser()
     if os.environ.get(DB_VARIABLE):
         return Path(os.environ[DB_VARIABLE]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "ray-mlperf-vision" / "results.db"
+    return user_data_folder() / "results.db"
 
 
 class RunStore:

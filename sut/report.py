@@ -164,6 +164,14 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def read_json(path: str | Path) -> dict | None:
+    """A JSON file the harness wrote (results.json, ...); None if missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def write_results(results: dict, output_dir: str | Path) -> Path:
     path = Path(output_dir) / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)

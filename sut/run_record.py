@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from harness_base import EXIT_BAD_INPUT, EXIT_OK, ConfigError
 from sut.records import RunStore, default_path, new_run_id, now_iso
+from sut.report import read_json
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP_VARIABLE = "RAY_SUT_RUN_GROUP"  # set by a parent (--repetitions) for its children
@@ -86,7 +86,7 @@ class Recorder:
             return None
         self._finished = True
         folder = Path(output).resolve() if output else None
-        results = _read_json(folder / results_file) if folder else None
+        results = read_json(folder / results_file) if folder else None
         results = results or {}
         tests = results.get("tests", [])
         if results_file == "qps_scan.json":  # a scan: the accuracy stage, then the bounds
@@ -112,13 +112,6 @@ class Recorder:
 
             log_record(self.mlflow_uri, self.record, folder / results_file if folder else None)
         return self.record["id"]
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def test_summary(test: dict) -> dict:

@@ -149,7 +149,8 @@ def run_test(config: RunConfig, pool: WorkerPool, settings, mode: str, images: I
         write_results({**earlier, "tests": earlier["tests"] + [outcome]}, config.output)
 
     unregister_last_words = interrupts.before_forced_exit(write_cut_off)
-    watchdog = _AbortWatchdog(completer, ABORT_GRACE_S if config.scenario == "Offline" else CUT_OFF_S)
+    grace_s = ABORT_GRACE_S if config.scenario == "Offline" else CUT_OFF_S
+    watchdog = _AbortWatchdog(completer, grace_s)
     failures_before = len(pool.failures())
     calls_before, batches_before = pool.scheduler.calls_sent, pool.scheduler.batches_sent
     busy_before = dict(pool.collector.busy_seconds_by_worker)

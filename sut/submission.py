@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness_base import EXIT_FAILED, EXIT_OK, ConfigError, RunFailed, exit_code_of
+from sut.compliance import performance_folder
 from sut.mlperf_rules import RULES
-from sut.report import read_loadgen_results
+from sut.report import read_json, read_loadgen_results
 
 DIVISIONS = ("closed", "open")
 CATEGORIES = ("edge", "datacenter", "datacenter,edge")
@@ -171,7 +172,7 @@ def run_missing(args: argparse.Namespace) -> list[Path]:
             step = folder / name
             if name.startswith("test"):
                 test = extra[1]
-                model = ((_json(folder / "performance" / "results.json") or {}).get("setup")
+                model = ((read_json(folder / "performance" / "results.json") or {}).get("setup")
                          or {}).get("model_name")
                 rules = RULES.get(model)
                 if rules is None or (test == "TEST01" and rules.test01_sampling_target is None) \
@@ -196,7 +197,7 @@ def run_missing(args: argparse.Namespace) -> list[Path]:
 
 
 def _finished(step: Path, name: str) -> bool:
-    results = _json(step / "results.json") or {}
+    results = read_json(step / "results.json") or {}
     tests = results.get("tests") or []
     if name == "accuracy":
         return any(test.get("mode") == "accuracy" and test.get("accuracy") for test in tests)
@@ -230,9 +231,7 @@ def _check_name(flag: str, value: str) -> None:
 def _read_source(folder: Path, allow_short: bool, division: str) -> Source:
     if not folder.is_dir():
         raise ConfigError(f"--from {folder}: no such folder")
-    performance = next((path for path in (folder / "performance" / "run_1",
-                                          folder / "performance")
-                        if (path / "mlperf_log_detail.txt").is_file()), None)
+    performance = performance_folder(folder)
     accuracy = folder / "accuracy"
     if performance is None:
         raise ConfigError(f"--from {folder}: no performance/ run with an mlperf_log_detail.txt")
@@ -245,7 +244,7 @@ def _read_source(folder: Path, allow_short: bool, division: str) -> Source:
         raise ConfigError(f"--from {folder}: the performance run is "
                           f"{detail.get('result_validity', 'unfinished')}; a submission takes "
                           "VALID runs only")
-    results = _json(performance / "results.json") or {}
+    results = read_json(performance / "results.json") or {}
     model = (results.get("setup") or {}).get("model_name")
     if not model:
         raise ConfigError(f"--from {folder}: {performance / 'results.json'} does not say the "
@@ -262,13 +261,6 @@ def _read_source(folder: Path, allow_short: bool, division: str) -> Source:
                   if (path / "verify_performance.txt").is_file()}
     return Source(folder, model, detail["effective_scenario"], performance, accuracy,
                   compliance)
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def build_tree(args: argparse.Namespace) -> Tree:
@@ -330,7 +322,7 @@ def _write_result(folder: Path, source: Source, full_logs: Path, short: bool) ->
         accuracy_line(source) + "\n" + f"hash={digest}\n", encoding="utf-8")
     for test, path in source.compliance.items():
         shutil.copytree(path, folder / test)
-    results = _json(source.performance / "results.json") or {}
+    results = read_json(source.performance / "results.json") or {}
     setup = results.get("setup") or {}
     measurements = {"input_data_types": "uint8" if setup.get("dataset", "").startswith("imagenet")
                     else "fp32",
@@ -374,7 +366,7 @@ def truncated(text: str) -> str:
 
 def accuracy_line(source: Source) -> str:
     """The reference accuracy script's line, from the accuracy run's own scoring."""
-    results = _json(source.accuracy / "results.json") or {}
+    results = read_json(source.accuracy / "results.json") or {}
     accuracy = next((test.get("accuracy") for test in results.get("tests", [])
                      if test.get("mode") == "accuracy"), None)
     if not accuracy:

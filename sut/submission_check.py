@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from sut.mlperf_rules import RULES
-from sut.report import read_loadgen_results
+from sut.report import read_json, read_loadgen_results
 from sut.submission import (MAX_ACCURACY_LOG_BYTES, SHORT_RUN_MARK, STATUSES, SYSTEM_KEYS,
                             MAY_BE_EMPTY)
 
@@ -120,7 +120,7 @@ def _check_scenario(folder: Path, model: str, division: str, rules) -> list[str]
         path = folder / name
         if not path.is_file() or not path.read_text(errors="replace").strip():
             problems.append(f"{path}: missing or empty")
-    measurements = _json(folder / "measurements.json")
+    measurements = read_json(folder / "measurements.json")
     if measurements is not None:
         problems += [f"{folder / 'measurements.json'}: {key} missing or empty"
                      for key in MEASUREMENT_KEYS if not measurements.get(key)]
@@ -225,10 +225,3 @@ def _check_compliance(folder: Path, test: str, scenario: str, division: str,
     else:
         problems.append(f"{run / 'mlperf_log_detail.txt'}: missing")
     return problems
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -189,6 +189,19 @@ def test_two_runs_compare_side_by_side(recorded_pair):
     assert "backend" not in differing and "model" not in differing  # only keys that differ
 
 
+def test_the_throughput_timeline_counts_every_answered_sample_once(recorded_pair):
+    """The report's throughput plot: its bins must add up to what LoadGen issued (a dropped
+    batch, a warm-up batch or a counted retry would show), and each busy share is a share."""
+    _, _, folder = recorded_pair
+    results = json.loads((folder / "b8" / "results.json").read_text())
+    offline = [t for t in results["tests"] if t["mode"] == "performance"]
+    assert len(offline) == 1
+    test = offline[0]
+    assert sum(test["timeline"]["completed"]) == test["effective_samples_per_query"] > 0
+    shares = test["busy_share_by_worker"].values()
+    assert shares and all(0.0 < share <= 1.0 for share in shares)
+
+
 def test_export_then_import_into_an_empty_database_gives_the_same_records(recorded_pair,
                                                                          tmp_path):
     db, ids, _ = recorded_pair
