@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     ray_group.add_argument("--device", choices=("cpu", "gpu"),
                            help="where backends run (default gpu with --gpus, else cpu)")
     ray_group.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
+    ray_group.add_argument("--transport", choices=("auto", "in-process", "calls"),
+                           default="auto",
+                           help="how the driver reaches its workers: in-process (one worker "
+                                "in this process) or calls (Ray actor calls). auto: "
+                                "in-process for SingleStream/MultiStream with one worker on a "
+                                "one-node Ray, else calls")
     ray_group.add_argument("--server-batch-timeout-ms", type=float,
                            help="Server batching window (default: four measured round "
                                 "trips, within a tenth and a third of the latency bound)")

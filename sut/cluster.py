@@ -116,6 +116,48 @@ def threads_per_worker(config: RunConfig) -> int:
     return max(1, min(largest, available_cpus() // config.num_workers))
 
 
+def backend_options(config: RunConfig, threads: int) -> BackendOptions:
+    spec = get_dataset(config.dataset)
+    return BackendOptions(
+        model_path=os.path.abspath(config.model) if config.backend != "null" else config.model,
+        inputs=config.inputs, outputs=config.outputs, layout=config.data_format,
+        sample_shape=spec.sample_shape(config.data_format), device=config.device,
+        threads=threads, model_name=config.model_name, precision=config.precision,
+        compile=config.compile, channels_last=config.channels_last,
+        cuda_graphs=config.cuda_graphs, max_batchsize=config.max_batchsize)
+
+
+STREAM_SCENARIOS = ("SingleStream", "MultiStream")
+
+
+def transport_for(config: RunConfig, nodes: int | None = None) -> str:
+    """How the driver reaches its workers (--transport; auto chooses by measurement, README
+    "Transports"):
+    - in-process: one worker, in the driver's own process, called on a thread
+      (sut/in_process.py). auto takes it for a stream scenario with one worker on a one-node
+      Ray (`nodes`, default: Ray's live nodes): one query is in flight, so any hop is added
+      latency, and there is no other machine to place the worker on.
+    - calls: Ray actor calls, two in flight per worker (one gathers while the other infers):
+      everything else. Ray Compiled Graphs were measured as a third way and left out (README).
+    """
+    if config.transport != "auto":
+        return config.transport
+    if nodes is None:
+        nodes = len(node_cpus())
+    if config.scenario in STREAM_SCENARIOS and config.num_workers == 1 and nodes == 1:
+        return "in-process"
+    return "calls"
+
+
+def open_pool(config: RunConfig):
+    """The pool of the run's workers, as a context manager, by transport_for(config)."""
+    if transport_for(config) == "in-process":
+        from sut.in_process import InProcessPool
+
+        return InProcessPool(config, backend_options(config, threads_per_worker(config)))
+    return WorkerPool(config)
+
+
 class WorkerPool(ServingPool):
     """The worker actors of one session, behind the driver's scheduler (sut/serving.py)."""
 
@@ -143,15 +185,8 @@ class WorkerPool(ServingPool):
         import ray
 
         config = self.config
-        spec = get_dataset(config.dataset)
         threads = threads_per_worker(config)
-        options = BackendOptions(
-            model_path=os.path.abspath(config.model) if config.backend != "null" else config.model,
-            inputs=config.inputs, outputs=config.outputs, layout=config.data_format,
-            sample_shape=spec.sample_shape(config.data_format), device=config.device,
-            threads=threads, model_name=config.model_name, precision=config.precision,
-            compile=config.compile, channels_last=config.channels_last,
-            cuda_graphs=config.cuda_graphs, max_batchsize=config.max_batchsize)
+        options = backend_options(config, threads)
         resources = {"num_cpus": threads}
         if config.gpus:
             resources["num_gpus"] = 1
@@ -192,6 +227,8 @@ class WorkerPool(ServingPool):
                 raise RunFailed(f"{len(pending)} worker(s) not ready after "
                                 f"{self.ready_timeout_s:.0f} s: Ray cannot place them "
                                 "(resources?) or the model takes too long to load")
+
+    transport = "calls"
 
     # -- the transport: one actor call per scheduler call, its reply is the result ------------
     def _send(self, worker_id: str, call_id: int, batches) -> None:

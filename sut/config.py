@@ -33,6 +33,7 @@ class RunConfig:
     data_format: str
     model_name: str
     scenario: str = "SingleStream"
+    transport: str = "auto"  # auto, in-process or calls (sut/cluster.transport_for)
     modes: tuple[str, ...] = ("performance",)  # any of performance, accuracy, find_peak
     profile: str | None = None
     dataset_list: str | None = None
@@ -172,6 +173,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.cuda_graphs and device != "gpu":
         raise ConfigError("--cuda-graphs needs a GPU: add --gpus N (CUDA graphs replay on the "
                           "device), or drop the flag on the CPU")
+    transport = getattr(args, "transport", "auto")
+    if transport == "in-process" and (gpus or args.workers or 1) > 1:
+        raise ConfigError("--transport in-process runs one worker, in this process: drop "
+                          "--gpus/--workers above 1, or use --transport calls")
     return RunConfig(
         model=args.model, dataset_path=args.dataset_path, backend=backend, dataset=dataset,
         data_format=data_format,
@@ -191,7 +196,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         server_batch_timeout_s=(args.server_batch_timeout_ms / 1000.0
                                 if args.server_batch_timeout_ms else None),
         precision=args.precision, compile=args.compile, channels_last=args.channels_last,
-        cuda_graphs=args.cuda_graphs)
+        cuda_graphs=args.cuda_graphs, transport=transport)
 
 
 # The highest --qps taken, as the QPS scan caps its rates (scripts/qps_scan.py).

@@ -22,7 +22,7 @@ from datasets.registry import get_dataset
 from harness_base import (EXIT_FAILED, ConfigError, RunFailed, first_line,
                           interrupted_exit_code, progress_bar, stop_if_requested, stop_requested)
 from sut import interrupts, loadgen_bridge
-from sut.cluster import WorkerPool, check_placement, connect
+from sut.cluster import WorkerPool, check_placement, connect, open_pool
 from sut.config import RunConfig
 from sut.dispatch import Completer, batch_id_counter
 from sut.mlperf_rules import accuracy_verdict, verdict_line
@@ -78,8 +78,9 @@ def _run(config: RunConfig, images: ImageList, show_progress: bool) -> dict:
     output = Path(config.output)
     results: dict = {"notes": list(config.notes), "tests": [], "setup": _setup(config)}
     batch_ids = batch_id_counter()
-    with WorkerPool(config) as pool:
+    with open_pool(config) as pool:
         results["setup"]["worker_details"] = pool.descriptions
+        results["setup"]["transport"] = pool.transport
         for mode in config.modes:
             if stop_requested():
                 break

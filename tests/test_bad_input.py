@@ -191,6 +191,13 @@ def test_gpus_and_workers_together(cli, good_args):
     assert "exclusive" in err
 
 
+@pytest.mark.parametrize("extra", [("--workers", "2"), ("--gpus", "2", "--device", "cpu")])
+def test_in_process_transport_with_more_than_one_worker(cli, good_args, extra):
+    code, err = cli(*good_args, "--transport", "in-process", *extra)
+    assert code == EXIT_BAD_INPUT
+    assert "--transport in-process runs one worker, in this process" in err
+
+
 def test_only_one_of_model_and_dataset_path(cli, known_set):
     code, err = cli("--dataset-path", str(known_set.dataset_path))
     assert code == EXIT_BAD_INPUT

@@ -208,17 +208,22 @@ def test_a_signal_taken_before_ray_starts_never_starts_it(monkeypatch):
         runner.start_session(config=None, images=None, show_progress=False)
 
 
-def test_a_worker_killed_with_sigkill_during_a_server_run_loses_nothing(plan, start_sut):
-    """SIGKILL from outside (as the OOM killer does) to one of two workers while a Server
-    accuracy run is answering: every sample is answered once, with its right answer, and the
-    run ends with the loss in its report."""
+@pytest.mark.parametrize("scenario, extra", [
+    ("Server", ("--qps", "20")),
+    ("SingleStream", ()),  # two workers: actor calls, as on a cluster
+    ("MultiStream", ()),
+])
+def test_a_worker_killed_with_sigkill_mid_run_loses_nothing(plan, start_sut, scenario, extra):
+    """SIGKILL from outside (as the OOM killer does) to one of two workers while an accuracy
+    run is answering: every sample is answered once, with its right answer, and the run ends
+    with the loss in its report."""
     import os
     import signal
 
     from ray._private import state
 
-    process, output = start_sut(plan(sleep_s=0.5), "--accuracy", "--scenario", "Server",
-                                "--qps", "20", "--max-batchsize", "1", "--gpus", "2",
+    process, output = start_sut(plan(sleep_s=0.5), "--accuracy", "--scenario", scenario,
+                                *extra, "--max-batchsize", "1", "--gpus", "2",
                                 "--device", "cpu")
     deadline = time.monotonic() + 120
     workers = []
@@ -235,7 +240,9 @@ def test_a_worker_killed_with_sigkill_during_a_server_run_loses_nothing(plan, st
     assert process.returncode == 0, stderr[-3000:]
     assert "accuracy=100.000%, good=16, total=16" in stdout
     assert_each_sample_once(json.loads((output / "mlperf_log_accuracy.json").read_text()), 16)
-    faults = json.loads((output / "results.json").read_text())["tests"][0]["faults"]
+    results = json.loads((output / "results.json").read_text())
+    assert results["setup"]["transport"] == "calls"
+    faults = results["tests"][0]["faults"]
     assert any("lost" in fault and "worker-" in fault for fault in faults), faults
 
 

@@ -46,6 +46,25 @@ def test_performance_run_reports_a_loadgen_result_in_every_scenario(
     assert run.accuracy_log() == []
 
 
+@pytest.mark.parametrize("scenario, flags, transport", [
+    ("SingleStream", (), "in-process"),  # auto: one worker, a stream scenario
+    ("MultiStream", (), "in-process"),
+    ("SingleStream", ("--transport", "calls"), "calls"),
+    ("MultiStream", ("--gpus", "2", "--device", "cpu"), "calls"),
+    ("Offline", ("--transport", "in-process"), "in-process"),
+])
+def test_every_transport_answers_every_sample_once_and_right(scenario, flags, transport,
+                                                             run_known):
+    run = run_known(scenario, "--accuracy", "--max-batchsize", "4", *flags)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "accuracy=100.000%, good=16, total=16" in run.stdout
+    assert_each_sample_once(run.accuracy_log(), 16)
+    results = run.results()
+    assert results["setup"]["transport"] == transport
+    assert all(w.get("transport", transport) == transport
+               for w in results["setup"]["worker_details"])
+
+
 def test_nhwc_profile_feeds_nhwc_batches(run_known, known_set, model_dir):
     """resnet50-tf's layout rule (NHWC, label offset -1) with an NHWC ONNX model."""
     model = known_set.model(model_dir, "vgg", "NHWC")
