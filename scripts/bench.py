@@ -10,12 +10,19 @@ once a process, joined to one Ray instance that this script starts with 4 logica
   server   null backend, Server: the highest QPS that LoadGen reports VALID at the model's
            bound (15 ms p99 for resnet50), searched by doubling then bisecting, with its p99
            and the hot path's Ray messages per second (one call and its reply per batch group)
-  stream   null SingleStream p90 and MultiStream p99: the harness's own latency, in us; and
-           the ONNX model's SingleStream p90 beside the raw backend's batch-1 p90
+  stream   null SingleStream p90 and MultiStream p99: the harness's own latency, in us (and
+           SingleStream's with --transport calls); and the ONNX model's SingleStream p90 beside
+           the raw backend's batch-1 p90
   offline  null Offline samples/s at batch 32 and 256, with --workers 2, and with
            --gpus 4 --device cpu (4 logical GPUs); and the ONNX model's Offline samples/s
            against the raw onnxruntime loop at --max-batchsize, run just before and just
            after it for as long (--model-seconds, 40)
+
+With --reference DIR (a checkout of mlcommons/inference, or its
+vision/classification_and_detection/python folder) every null-backend figure and the model's
+SingleStream and Offline runs are also measured on the MLCommons reference harness, with the
+same data, model, user.conf and LoadGen, one run after the other, and printed with the ratio:
+these VMs move by 2x from one day to the next, so only a side-by-side figure compares.
 """
 
 from __future__ import annotations
@@ -48,16 +55,28 @@ def parse_args(argv):
                              "by +-4%% from one to the next")
     parser.add_argument("--server-start-qps", type=float, default=1000)
     parser.add_argument("--server-max-qps", type=float, default=64000)
+    parser.add_argument("--server-min-qps", type=float, default=100,
+                        help="halve from the start rate down to this while no rate is VALID")
     parser.add_argument("--server-precision", type=float, default=0.05,
                         help="bisect until the VALID and INVALID rates are this close")
     parser.add_argument("--server-latency", type=float,
                         help="Server p99 bound in seconds (default: LoadGen's rule for the model)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--reference", metavar="DIR",
+                        help="the MLCommons reference harness to measure beside this one: a "
+                             "checkout of mlcommons/inference or its "
+                             "vision/classification_and_detection/python folder")
     parser.add_argument("--cache_dir", default=".")
     parser.add_argument("--output", default="bench_output")
     args = parser.parse_args(argv)
     args.sections = [name.strip() for name in args.only.split(",") if name.strip()]
+    if args.reference:
+        args.reference_main = reference_main(args.reference)
+        if args.reference_main is None:
+            parser.error(f"--reference {args.reference}: no main.py there nor in "
+                         "vision/classification_and_detection/python below it (git clone "
+                         "https://github.com/mlcommons/inference gives it)")
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"--only: unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
@@ -162,9 +181,84 @@ class Runner:
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"{name} failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
-        tests = json.loads((output / "results.json").read_text())["tests"]
+        results = json.loads((output / "results.json").read_text())
         # The embedded models also run an accuracy pass: report the performance test.
-        return next(test for test in tests if test["mode"] != "accuracy")
+        test = next(test for test in results["tests"] if test["mode"] != "accuracy")
+        return {**test, "transport": results["setup"].get("transport")}
+
+
+def reference_main(folder: str) -> Path | None:
+    for candidate in (Path(folder), Path(folder) / "vision/classification_and_detection/python"):
+        if (candidate / "main.py").is_file() and (candidate / "backend_null.py").is_file():
+            return candidate / "main.py"
+    return None
+
+
+# The reference's null backend answers one [[0]] whatever the batch, which its post-processing
+# cannot split into a batch's answers: as issue 13 measured it, the null model answers zeros of
+# the right shape (the profile's output, ArgMax:0, one class index a sample). The rest is the
+# reference's own main.py.
+REFERENCE_NULL_SHIM = """
+import runpy, sys
+import numpy as np
+main = sys.argv.pop(1)
+sys.path.insert(0, main.rsplit("/", 1)[0])
+import backend_null
+backend_null.BackendNull.predict = lambda self, feed: [
+    np.zeros(len(next(iter(feed.values()))), np.int64)]
+sys.argv[0] = main
+runpy.run_path(main, run_name="__main__")
+"""
+
+
+class ReferenceRunner:
+    """The same runs on the MLCommons reference harness (one process, threads): its flags are
+    the ones this harness copied, so a run's flags carry over but for those it has not."""
+
+    ONLY_HERE = ("--workers", "--gpus", "--device")
+
+    def __init__(self, args, config, runner: Runner) -> None:
+        self.args, self.config, self.runner = args, config, runner
+
+    def __call__(self, name: str, *extra: str, batch: int | None = None,
+                 user_conf: Path | None = None) -> dict:
+        from sut.report import summarize_test
+
+        words = list(extra)
+        for flag in self.ONLY_HERE:
+            if flag in words:
+                raise ValueError(f"the reference harness has no {flag}")
+        output = Path(self.args.output) / f"reference_{name}"
+        command = [sys.executable, "-c", REFERENCE_NULL_SHIM, str(self.args.reference_main),
+                   "--profile", self.args.profile,
+                   "--model", str(self.config.model), "--dataset-path",
+                   str(self.config.dataset_path), "--cache_dir",
+                   str(Path(self.args.output) / "reference_cache"), "--output", str(output),
+                   "--user_conf", str(user_conf or self.runner.user_conf), "--max-batchsize",
+                   str(batch or self.args.max_batchsize), *words]
+        if self.args.count:
+            command += ["--count", str(self.args.count)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"reference {name} failed ({' '.join(command)}):\n"
+                             f"{done.stderr[-3000:]}")
+        scenario = words[words.index("--scenario") + 1]
+        return summarize_test(scenario, "performance", output)
+
+    @property
+    def model_user_conf(self) -> Path:
+        return self.runner.model_user_conf
+
+
+def side_by_side(label: str, ours: float, reference: float | None, unit: str,
+                 higher_is_better: bool) -> str:
+    """One figure with the reference harness's beside it and this harness's ratio to it."""
+    if reference is None:
+        return f"{label}: {ours:,.1f} {unit}"
+    ratio = ours / reference if higher_is_better else reference / ours
+    better = "higher" if higher_is_better else "lower"
+    return (f"{label}: {ours:,.1f} {unit} against the reference's {reference:,.1f} {unit}: "
+            f"{ratio:.2f}x ({better} is better)")
 
 
 def model_threads() -> list[str]:
@@ -177,49 +271,93 @@ def latency_ms(test: dict, key: str) -> float:
     return test["latency_ns"].get(key, 0) / 1e6
 
 
-def server_section(run: Runner, args) -> None:
+def server_search(run, args, who: str) -> tuple[float, dict | None]:
+    """The highest VALID rate: double from --server-start-qps until a rate is INVALID (or halve
+    until one is VALID), then bisect. Returns the rate and its test (None: none was VALID)."""
     bound = ["--max-latency", str(args.server_latency)] if args.server_latency else []
 
-    def trial(qps: float) -> tuple[bool, dict]:
+    def trial(qps: float) -> bool:
         test = run(f"null_server_{qps:.0f}", "--scenario", "Server", "--backend", "null",
                    "--qps", f"{qps:.0f}", *bound)
-        print(f"   Server null @ {qps:8.0f} QPS: {test['result']:8s} completed "
+        print(f"   {who:12s} Server null @ {qps:8.0f} QPS: {test['result']:8s} completed "
               f"{test['value']:9.1f}/s  p99 {latency_ms(test, '99.00_percentile_latency_ns'):7.2f}"
               f" ms  {test.get('worker_calls_per_second', 0):7.1f} calls/s", flush=True)
-        return test["result"] == "VALID", test
+        tests[qps] = test
+        return test["result"] == "VALID"
 
-    good, bad, best = 0.0, None, None
+    tests: dict[float, dict] = {}
+    good, bad = 0.0, None
     qps = args.server_start_qps
-    while qps <= args.server_max_qps:  # double until a rate is INVALID
-        valid, test = trial(qps)
-        if not valid:
+    if trial(qps):
+        good = qps
+        while qps * 2 <= args.server_max_qps:
+            qps *= 2
+            if not trial(qps):
+                bad = qps
+                break
+            good = qps
+    else:
+        bad = qps
+        while qps / 2 >= args.server_min_qps:
+            qps /= 2
+            if trial(qps):
+                good = qps
+                break
             bad = qps
-            break
-        good, best = qps, test
-        qps *= 2
     while bad is not None and good and (bad - good) / bad > args.server_precision:
         qps = round((good + bad) / 2)
-        valid, test = trial(qps)
-        if valid:
-            good, best = qps, test
+        if trial(qps):
+            good = qps
         else:
             bad = qps
+    return good, tests.get(good)
+
+
+def server_section(run: Runner, args, reference=None) -> None:
+    good, best = server_search(run, args, "this harness")
     if best is None:
-        print(f"server: no rate from {args.server_start_qps:.0f} QPS was VALID")
+        print(f"server  this harness: no rate from {args.server_min_qps:.0f} QPS up was VALID")
+    else:
+        calls = best.get("worker_calls_per_second", 0)
+        print(f"server  null backend Server: {good:.0f} QPS VALID, p99 "
+              f"{latency_ms(best, '99.00_percentile_latency_ns'):.2f} ms; hot path "
+              f"{calls:.0f} worker calls/s = {2 * calls:.0f} Ray messages/s for "
+              f"{best['value']:.0f} samples/s ({best['value'] / max(calls, 1):.1f} samples a "
+              "call)", flush=True)
+    if reference is None:
         return
-    calls = best.get("worker_calls_per_second", 0)
-    print(f"server  null backend Server: {good:.0f} QPS VALID, p99 "
-          f"{latency_ms(best, '99.00_percentile_latency_ns'):.2f} ms; hot path "
-          f"{calls:.0f} worker calls/s = {2 * calls:.0f} Ray messages/s for "
-          f"{best['value']:.0f} samples/s ({best['value'] / max(calls, 1):.1f} samples a call)",
-          flush=True)
+    reference_good, reference_best = server_search(reference, args, "reference")
+    if reference_best is None:
+        print(f"server  reference: no rate from {args.server_min_qps:.0f} QPS up was VALID")
+        return
+    print("server  " + side_by_side("null Server peak VALID QPS", good, reference_good, "QPS",
+                                    True) +
+          f"; the reference's p99 there "
+          f"{latency_ms(reference_best, '99.00_percentile_latency_ns'):.2f} ms", flush=True)
 
 
-def stream_section(run: Runner, args, config, images) -> None:
-    single = run("null_singlestream", "--scenario", "SingleStream", "--backend", "null")
-    multi = run("null_multistream", "--scenario", "MultiStream", "--backend", "null")
+def stream_section(run: Runner, args, config, images, reference=None) -> None:
+    def null_streams(runner) -> tuple[dict, dict]:
+        return (runner("null_singlestream", "--scenario", "SingleStream", "--backend", "null"),
+                runner("null_multistream", "--scenario", "MultiStream", "--backend", "null"))
+
+    single, multi = null_streams(run)
     print(f"stream  null SingleStream p90 {single['value'] / 1e3:.0f} us ({single['result']}); "
-          f"null MultiStream p99 {multi['value'] / 1e3:.0f} us ({multi['result']})", flush=True)
+          f"null MultiStream p99 {multi['value'] / 1e3:.0f} us ({multi['result']}); transport "
+          f"{single['transport']}", flush=True)
+    # The actor calls' added latency: what a stream test pays with several workers or on a
+    # cluster (sut/cluster.transport_for).
+    if single["transport"] != "calls":
+        calls = run("null_singlestream_calls", "--scenario", "SingleStream", "--backend", "null",
+                    "--transport", "calls")
+        print(f"stream  null SingleStream p90 with --transport calls {calls['value'] / 1e3:.0f} "
+              f"us ({calls['result']})", flush=True)
+    if reference is not None:
+        ref_single, ref_multi = null_streams(reference)
+        print("stream  " + side_by_side("null SingleStream p90", single["value"] / 1e3,
+                                        ref_single["value"] / 1e3, "us", False), flush=True)
+        print("stream  " + side_by_side("null MultiStream p99", multi["value"] / 1e3,
+                                        ref_multi["value"] / 1e3, "us", False), flush=True)
     backend = raw_backend(config)
     raw_p50, raw_p90 = raw_single_ms(backend, raw_inputs(config, images), args.seconds)
     del backend
@@ -227,33 +365,48 @@ def stream_section(run: Runner, args, config, images) -> None:
     model_p50 = latency_ms(model, "50.00_percentile_latency_ns")
     model_p90 = model["value"] / 1e6
     print(f"stream  model SingleStream p50 {model_p50:.2f} ms, p90 {model_p90:.2f} ms "
-          f"({model['result']}); raw backend batch 1: p50 {raw_p50:.2f} ms, p90 {raw_p90:.2f} "
+          f"({model['result']}, transport {model['transport']}); raw backend batch 1: p50 {raw_p50:.2f} ms, p90 {raw_p90:.2f} "
           f"ms; added p50 {model_p50 - raw_p50:+.2f} ms, p90 {model_p90 - raw_p90:+.2f} ms",
           flush=True)
+    if reference is not None:
+        ref_model = reference("model_singlestream", "--scenario", "SingleStream",
+                              *model_threads())
+        print("stream  " + side_by_side("model SingleStream p90", model_p90,
+                                        ref_model["value"] / 1e6, "ms", False) +
+              f" (the reference's p50 {latency_ms(ref_model, '50.00_percentile_latency_ns'):.2f}"
+              " ms)", flush=True)
 
 
-def offline_section(run: Runner, args, config, images) -> None:
-    def null_offline(name: str, batch: int, *extra: str) -> dict:
-        """LoadGen's one Offline query holds expected QPS x duration x 1.1 samples: a guess
-        below the real rate ends the test early (INVALID), so such a run is repeated with the
-        rate it measured."""
-        expected = 20000.0
-        for _ in range(3):
-            test = run(name, "--scenario", "Offline", "--backend", "null", "--qps",
-                       f"{expected:.0f}", *extra, batch=batch)
-            if test["result"] == "VALID" or test["value"] <= expected:
-                return test
-            expected = test["value"] * 1.05
-        return test
+def null_offline(runner, name: str, batch: int, *extra: str) -> dict:
+    """LoadGen's one Offline query holds expected QPS x duration x 1.1 samples: a guess below
+    the real rate ends the test early (INVALID), so such a run is repeated with the rate it
+    measured."""
+    expected = 20000.0
+    for _ in range(3):
+        test = runner(name, "--scenario", "Offline", "--backend", "null", "--qps",
+                      f"{expected:.0f}", *extra, batch=batch)
+        if test["result"] == "VALID" or test["value"] <= expected:
+            return test
+        expected = test["value"] * 1.05
+    return test
 
-    rows = [("batch 32, 1 worker", null_offline("null_offline_32", 32)),
-            ("batch 256, 1 worker", null_offline("null_offline_256", 256)),
-            ("batch 32, --workers 2", null_offline("null_offline_32_w2", 32, "--workers", "2")),
-            ("batch 32, --gpus 4 --device cpu", null_offline("null_offline_32_g4", 32, "--gpus",
-                                                             "4", "--device", "cpu"))]
+
+def offline_section(run: Runner, args, config, images, reference=None) -> None:
+    rows = [("batch 32, 1 worker", null_offline(run, "null_offline_32", 32)),
+            ("batch 256, 1 worker", null_offline(run, "null_offline_256", 256)),
+            ("batch 32, --workers 2", null_offline(run, "null_offline_32_w2", 32, "--workers",
+                                                   "2")),
+            ("batch 32, --gpus 4 --device cpu", null_offline(run, "null_offline_32_g4", 32,
+                                                             "--gpus", "4", "--device", "cpu"))]
     for label, test in rows:
         print(f"offline null {label:32s} {test['value']:10.1f} samples/s ({test['result']})",
               flush=True)
+    if reference is not None:
+        for (label, test), batch in zip(rows[:2], (32, 256)):
+            ref = null_offline(reference, f"null_offline_{batch}", batch)
+            print("offline " + side_by_side(f"null {label}", test["value"], ref["value"],
+                                            "samples/s", True) + f" ({ref['result']})",
+                  flush=True)
     # The raw loop runs just before and just after the SUT run, each as long as it: the ratio
     # is to their mean, so a machine that drifts during the run does not count for or against.
     inputs = raw_inputs(config, images)
@@ -266,6 +419,12 @@ def offline_section(run: Runner, args, config, images) -> None:
           f"samples/s; SUT Offline {model['value']:.2f} samples/s ({model['result']}) = "
           f"{model['value'] / raw:.3f} of raw, batch {args.max_batchsize}, "
           f"{args.model_seconds} s each", flush=True)
+    if reference is not None:
+        ref_model = reference("model_offline", "--scenario", "Offline", "--qps",
+                              f"{before:.1f}", *model_threads(),
+                              user_conf=reference.model_user_conf)
+        print("offline " + side_by_side("model Offline", model["value"], ref_model["value"],
+                                        "samples/s", True), flush=True)
 
 
 def raw_model_rate(config, inputs, args) -> float:
@@ -296,12 +455,13 @@ def main(argv=None) -> int:
         run = Runner(args, ray.get_runtime_context().gcs_address,
                      write_user_conf(confs / "short", config.model_name, args.seconds),
                      write_user_conf(confs / "model", config.model_name, args.model_seconds))
+        reference = ReferenceRunner(args, config, run) if args.reference else None
         if "server" in args.sections:
-            server_section(run, args)
+            server_section(run, args, reference)
         if "stream" in args.sections:
-            stream_section(run, args, config, images)
+            stream_section(run, args, config, images, reference)
         if "offline" in args.sections:
-            offline_section(run, args, config, images)
+            offline_section(run, args, config, images, reference)
     finally:
         ray.shutdown()
     return 0
