@@ -34,6 +34,8 @@ class CompletionLoop:
         self._stall_timeout_s = stall_timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="completion", daemon=True)
+        self._apply_lock = threading.Lock()
+        self._answered_at = time.monotonic()
         self.error: BaseException | None = None
 
     def start(self) -> "CompletionLoop":
@@ -46,17 +48,37 @@ class CompletionLoop:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
+    def apply(self, events: list) -> None:
+        """Apply events and answer their results, on whichever thread calls: the loop's own, or
+        a transport that hands its replies over directly (sut/in_process.py), which saves a
+        thread wake-up per call. One caller at a time, so the Completer sees one stream."""
+        with self._apply_lock:
+            for event in events:
+                for item in self._pool.accept(event):
+                    self._completer.handle(item)
+                    self._answered_at = time.monotonic()
+
+    def deliver(self, event) -> None:
+        """One event handed over by a transport's own thread; a failure here ends the run as
+        one in the loop does."""
+        try:
+            self.apply([event])
+        except BaseException as error:  # noqa: BLE001 - any failure here must end the run
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self._completer.abort(f"the completion path failed: {type(error).__name__}: "
+                              f"{first_line(error)}")
+
     def _run(self) -> None:
         last_progress = time.monotonic()
         warned = False
         try:
             while not self._stop.is_set():
-                events = self._pool.take_events(_EVENT_WAIT_S)
-                answered = False
-                for event in events:
-                    for item in self._pool.accept(event):
-                        self._completer.handle(item)
-                        answered = True
+                seen = self._answered_at
+                self.apply(self._pool.take_events(_EVENT_WAIT_S))
+                answered = self._answered_at != seen
                 if self._pool.live_workers() == 0 and not self._completer.aborted:
                     names = ", ".join(f"{worker} ({why})"
                                       for worker, why in self._pool.lost_workers)
@@ -76,9 +98,7 @@ class CompletionLoop:
                                           f"{self._ledger.outstanding_samples()} samples "
                                           "outstanding")
         except BaseException as error:  # noqa: BLE001 - any failure here must end the run
-            self.error = error
-            self._completer.abort(f"the completion path failed: {type(error).__name__}: "
-                                  f"{first_line(error)}")
+            self._fail(error)
             # This thread answered samples, so LoadGen keeps a logger for it: ending the thread
             # while LoadGen still runs crashes LoadGen (TlsLogger::SwapBuffers). Stay until the
             # test is over and stop() is called.

@@ -90,7 +90,8 @@ def serve(workers, scenario, count, max_batchsize=4, one_by_one=False, stall_s=N
 
 @pytest.mark.parametrize("scenario, one_by_one", [("Offline", False), ("Server", True)])
 def test_a_worker_lost_mid_call_loses_and_duplicates_nothing(scenario, one_by_one):
-    workers = [EchoWorker("a", die_on_call=3), EchoWorker("b")]
+    # Call 2: each worker surely gets two (its two slots fill at the first put).
+    workers = [EchoWorker("a", die_on_call=2), EchoWorker("b")]
     answers, path, pool, expected = serve(workers, scenario, 400, one_by_one=one_by_one)
     assert sorted(answers.seen) == sorted(expected)  # each exactly once
     assert answers.index_of == expected  # and each with its own answer
@@ -172,3 +173,68 @@ def test_the_worker_gathers_one_call_while_another_runs_on_the_device():
     answers = worker.run_batches([Batch(2, np.zeros(1, np.uint64), np.array([1]))])
     first.join(10)
     assert overlapped == [True] and isinstance(answers[0], BatchResult)
+
+
+class SlowWorker(EchoWorker):
+    def run_batches(self, batches):
+        time.sleep(0.3)  # longer than the completion loop's wait for events
+        return super().run_batches(batches)
+
+
+class ThreadNoting(Answers):
+    """Notes the thread each answer comes on; can raise on one batch (a broken LoadGen end)."""
+
+    def __init__(self, raise_on_batch: int | None = None) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+        self.raise_on_batch = raise_on_batch
+
+    def __call__(self, batch, data, offsets) -> None:
+        if batch.batch_id == self.raise_on_batch and data is not None:
+            self.raise_on_batch = None
+            raise RuntimeError("injected")
+        self.threads.add(threading.current_thread().name)
+        super().__call__(batch, data, offsets)
+
+
+def test_in_process_replies_are_answered_on_the_workers_thread_and_count_as_progress():
+    """No hand-off to the completion thread; and calls slower than its wait for events do not
+    look like a stall to it (a 1 s stall bound, six 0.3 s calls one after another: 1.8 s)."""
+    pool = LocalWorkers({"a": SlowWorker("a")})
+    answers = ThreadNoting()
+    answers.expected = 6
+    path = ServingPath(pool, "SingleStream", 1, answers, itertools.count(), 15_000_000,
+                       stall_timeout_s=1.0)
+    ids = np.arange(6, dtype=np.uint64)
+    try:
+        with path:
+            for i in range(6):  # one query in flight at a time, as SingleStream
+                path.dispatcher.issue(ids[i:i + 1], np.array([i], np.int64))
+                deadline = time.monotonic() + 10
+                while len(answers.seen) <= i and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            assert answers.all_in.wait(30)
+    finally:
+        pool.close()
+    assert answers.index_of == {i: i for i in range(6)}
+    assert answers.threads == {"serve-a"}
+    assert not path.completer.aborted and pool.events.empty()
+
+
+def test_a_failure_applying_an_in_process_reply_ends_the_run_and_the_thread_lives_on():
+    pool = LocalWorkers({"a": EchoWorker("a")})
+    answers = ThreadNoting(raise_on_batch=1)
+    answers.expected = 7  # batch 1 (sample 1) is the one whose answer failed
+    path = ServingPath(pool, "SingleStream", 1, answers, itertools.count(), 15_000_000)
+    try:
+        with path:
+            for i in range(8):
+                path.dispatcher.issue(np.array([i], np.uint64), np.array([i], np.int64))
+            assert answers.all_in.wait(30), answers.seen
+        assert path.completer.abort_reason.startswith(
+            "the completion path failed: RuntimeError: injected")
+        assert isinstance(path.completion.error, RuntimeError)
+        assert sorted(answers.seen) == [0, 2, 3, 4, 5, 6, 7]
+        assert pool._threads[0].is_alive()
+    finally:
+        pool.close()
