@@ -12,11 +12,11 @@ once a process, joined to one Ray instance that this script starts with 4 logica
            and the hot path's Ray messages per second (one call and its reply per batch group)
   stream   null SingleStream p90 and MultiStream p99: the harness's own latency, in us (and
            SingleStream's with --transport calls); and the ONNX model's SingleStream p90 beside
-           the raw backend's batch-1 p90
+           the raw backend's batch-1 p90 (median of --model-repeats runs)
   offline  null Offline samples/s at batch 32 and 256, with --workers 2, and with
            --gpus 4 --device cpu (4 logical GPUs); and the ONNX model's Offline samples/s
            against the raw onnxruntime loop at --max-batchsize, run just before and just
-           after it for as long (--model-seconds, 40)
+           after it for as long (--model-seconds, 40), --model-repeats times (median ratio)
 
 With --reference DIR (a checkout of mlcommons/inference, or its
 vision/classification_and_detection/python folder) every null-backend figure and the model's
@@ -53,6 +53,10 @@ def parse_args(argv):
                         help="duration of the model's Offline run and of each raw loop beside "
                              "it: a batch of 32 takes ~1.4 s on 2 vCPUs, so 10 s runs differ "
                              "by +-4%% from one to the next")
+    parser.add_argument("--model-repeats", type=int, default=3,
+                        help="runs of each model comparison (SingleStream, Offline), "
+                             "alternating with the reference's and the raw loop's: on these "
+                             "VMs one run moves by 5-10 %%, so the medians are compared")
     parser.add_argument("--server-start-qps", type=float, default=1000)
     parser.add_argument("--server-max-qps", type=float, default=64000)
     parser.add_argument("--server-min-qps", type=float, default=100,
@@ -361,20 +365,30 @@ def stream_section(run: Runner, args, config, images, reference=None) -> None:
     backend = raw_backend(config)
     raw_p50, raw_p90 = raw_single_ms(backend, raw_inputs(config, images), args.seconds)
     del backend
-    model = run("model_singlestream", "--scenario", "SingleStream", *model_threads())
-    model_p50 = latency_ms(model, "50.00_percentile_latency_ns")
-    model_p90 = model["value"] / 1e6
-    print(f"stream  model SingleStream p50 {model_p50:.2f} ms, p90 {model_p90:.2f} ms "
-          f"({model['result']}, transport {model['transport']}); raw backend batch 1: p50 {raw_p50:.2f} ms, p90 {raw_p90:.2f} "
+    ours, theirs = [], []
+    for repeat in range(args.model_repeats):
+        model = run(f"model_singlestream_{repeat}", "--scenario", "SingleStream",
+                    *model_threads())
+        ours.append((latency_ms(model, "50.00_percentile_latency_ns"), model["value"] / 1e6))
+        line = (f"stream  model SingleStream run {repeat + 1}: p50 {ours[-1][0]:.2f} ms, p90 "
+                f"{ours[-1][1]:.2f} ms ({model['result']}, transport {model['transport']})")
+        if reference is not None:
+            ref_model = reference(f"model_singlestream_{repeat}", "--scenario", "SingleStream",
+                                  *model_threads())
+            theirs.append((latency_ms(ref_model, "50.00_percentile_latency_ns"),
+                           ref_model["value"] / 1e6))
+            line += f"; reference p50 {theirs[-1][0]:.2f} ms, p90 {theirs[-1][1]:.2f} ms"
+        print(line, flush=True)
+    model_p50, model_p90 = (float(np.median([run_[i] for run_ in ours])) for i in (0, 1))
+    print(f"stream  model SingleStream median of {len(ours)}: p50 {model_p50:.2f} ms, p90 "
+          f"{model_p90:.2f} ms; raw backend batch 1: p50 {raw_p50:.2f} ms, p90 {raw_p90:.2f} "
           f"ms; added p50 {model_p50 - raw_p50:+.2f} ms, p90 {model_p90 - raw_p90:+.2f} ms",
           flush=True)
-    if reference is not None:
-        ref_model = reference("model_singlestream", "--scenario", "SingleStream",
-                              *model_threads())
-        print("stream  " + side_by_side("model SingleStream p90", model_p90,
-                                        ref_model["value"] / 1e6, "ms", False) +
-              f" (the reference's p50 {latency_ms(ref_model, '50.00_percentile_latency_ns'):.2f}"
-              " ms)", flush=True)
+    if theirs:
+        ref_p50, ref_p90 = (float(np.median([run_[i] for run_ in theirs])) for i in (0, 1))
+        print("stream  " + side_by_side(f"model SingleStream p90 (medians of {len(ours)})",
+                                        model_p90, ref_p90, "ms", False) +
+              f" (p50 {model_p50:.2f} against the reference's {ref_p50:.2f} ms)", flush=True)
 
 
 def null_offline(runner, name: str, batch: int, *extra: str) -> dict:
@@ -407,23 +421,35 @@ def offline_section(run: Runner, args, config, images, reference=None) -> None:
             print("offline " + side_by_side(f"null {label}", test["value"], ref["value"],
                                             "samples/s", True) + f" ({ref['result']})",
                   flush=True)
-    # The raw loop runs just before and just after the SUT run, each as long as it: the ratio
+    # The raw loop runs just before and just after each SUT run, each as long as it: the ratio
     # is to their mean, so a machine that drifts during the run does not count for or against.
     inputs = raw_inputs(config, images)
     before = raw_model_rate(config, inputs, args)
-    model = run("model_offline", "--scenario", "Offline", "--qps", f"{before:.1f}",
-                *model_threads(), user_conf=run.model_user_conf)
-    after = raw_model_rate(config, inputs, args)
-    raw = (before + after) / 2
-    print(f"offline model raw onnxruntime loop {before:.2f} before, {after:.2f} after "
-          f"samples/s; SUT Offline {model['value']:.2f} samples/s ({model['result']}) = "
-          f"{model['value'] / raw:.3f} of raw, batch {args.max_batchsize}, "
-          f"{args.model_seconds} s each", flush=True)
-    if reference is not None:
-        ref_model = reference("model_offline", "--scenario", "Offline", "--qps",
-                              f"{before:.1f}", *model_threads(),
-                              user_conf=reference.model_user_conf)
-        print("offline " + side_by_side("model Offline", model["value"], ref_model["value"],
+    ratios, ours, theirs = [], [], []
+    for repeat in range(args.model_repeats):
+        model = run(f"model_offline_{repeat}", "--scenario", "Offline", "--qps",
+                    f"{before:.1f}", *model_threads(), user_conf=run.model_user_conf)
+        after = raw_model_rate(config, inputs, args)
+        ratios.append(model["value"] / ((before + after) / 2))
+        ours.append(model["value"])
+        print(f"offline model run {repeat + 1}: raw onnxruntime loop {before:.2f} before, "
+              f"{after:.2f} after samples/s; SUT Offline {model['value']:.2f} samples/s "
+              f"({model['result']}) = {ratios[-1]:.3f} of raw, batch {args.max_batchsize}, "
+              f"{args.model_seconds} s each", flush=True)
+        if reference is not None:
+            # The reference's --qps is a whole number.
+            ref_model = reference(f"model_offline_{repeat}", "--scenario", "Offline", "--qps",
+                                  f"{max(1, round(after))}", *model_threads(),
+                                  user_conf=reference.model_user_conf)
+            theirs.append(ref_model["value"])
+            print(f"offline model run {repeat + 1}: reference Offline {ref_model['value']:.2f} "
+                  f"samples/s ({ref_model['result']})", flush=True)
+        before = after
+    print(f"offline model Offline against the raw onnxruntime loop: median {np.median(ratios):.3f}"
+          f" of {len(ratios)} ({', '.join(f'{ratio:.3f}' for ratio in ratios)})", flush=True)
+    if theirs:
+        print("offline " + side_by_side(f"model Offline (medians of {len(ours)})",
+                                        float(np.median(ours)), float(np.median(theirs)),
                                         "samples/s", True), flush=True)
 
 
