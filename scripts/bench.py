@@ -265,6 +265,16 @@ def side_by_side(label: str, ours: float, reference: float | None, unit: str,
             f"{ratio:.2f}x ({better} is better)")
 
 
+def paired(label: str, ours: list[float], theirs: list[float], higher_is_better: bool) -> str:
+    """The ratio of each run to the reference's run right after it, and their median: a pair
+    shares the machine's mood of the moment, which the medians of each side do not."""
+    ratios = [(a / b if higher_is_better else b / a) for a, b in zip(ours, theirs)]
+    better = "higher" if higher_is_better else "lower"
+    return (f"{label}, run by run against the reference's next run: "
+            f"{', '.join(f'{ratio:.2f}x' for ratio in ratios)}; median {np.median(ratios):.2f}x "
+            f"({better} is better)")
+
+
 def model_threads() -> list[str]:
     """The model's worker gets every core, as the raw loop does (Ray here has more logical
     CPUs than cores, for the 4-worker run)."""
@@ -389,6 +399,8 @@ def stream_section(run: Runner, args, config, images, reference=None) -> None:
         print("stream  " + side_by_side(f"model SingleStream p90 (medians of {len(ours)})",
                                         model_p90, ref_p90, "ms", False) +
               f" (p50 {model_p50:.2f} against the reference's {ref_p50:.2f} ms)", flush=True)
+        print("stream  " + paired("model SingleStream p90", [run_[1] for run_ in ours],
+                                  [run_[1] for run_ in theirs], False), flush=True)
 
 
 def null_offline(runner, name: str, batch: int, *extra: str) -> dict:
@@ -451,6 +463,7 @@ def offline_section(run: Runner, args, config, images, reference=None) -> None:
         print("offline " + side_by_side(f"model Offline (medians of {len(ours)})",
                                         float(np.median(ours)), float(np.median(theirs)),
                                         "samples/s", True), flush=True)
+        print("offline " + paired("model Offline", ours, theirs, True), flush=True)
 
 
 def raw_model_rate(config, inputs, args) -> float:
