@@ -161,6 +161,8 @@ def open_pool(config: RunConfig):
 class WorkerPool(ServingPool):
     """The worker actors of one session, behind the driver's scheduler (sut/serving.py)."""
 
+    transport = "calls"
+
     def __init__(self, config: RunConfig, ready_timeout_s: float = _READY_TIMEOUT_S) -> None:
         super().__init__()
         self.config = config
@@ -227,8 +229,6 @@ class WorkerPool(ServingPool):
                 raise RunFailed(f"{len(pending)} worker(s) not ready after "
                                 f"{self.ready_timeout_s:.0f} s: Ray cannot place them "
                                 "(resources?) or the model takes too long to load")
-
-    transport = "calls"
 
     # -- the transport: one actor call per scheduler call, its reply is the result ------------
     def _send(self, worker_id: str, call_id: int, batches) -> None:
