@@ -8,7 +8,8 @@
 Sections (each SUT run is `python -m sut` in its own process, since LoadGen reads its rules
 once a process, joined to one Ray instance that this script starts with 4 logical GPUs):
   server   null backend, Server: the highest QPS that LoadGen reports VALID at the model's
-           bound (15 ms p99 for resnet50), searched by doubling then bisecting, with its p99
+           bound (15 ms p99 for resnet50), searched by doubling then bisecting (a rate counts
+           INVALID when two runs of it are), with its p99
            and the hot path's Ray messages per second (one call and its reply per batch group)
   stream   null SingleStream p90 and MultiStream p99: the harness's own latency, in us (and
            SingleStream's with --transport calls); and the ONNX model's SingleStream p90 beside
@@ -291,13 +292,20 @@ def server_search(run, args, who: str) -> tuple[float, dict | None]:
     bound = ["--max-latency", str(args.server_latency)] if args.server_latency else []
 
     def trial(qps: float) -> bool:
-        test = run(f"null_server_{qps:.0f}", "--scenario", "Server", "--backend", "null",
-                   "--qps", f"{qps:.0f}", *bound)
-        print(f"   {who:12s} Server null @ {qps:8.0f} QPS: {test['result']:8s} completed "
-              f"{test['value']:9.1f}/s  p99 {latency_ms(test, '99.00_percentile_latency_ns'):7.2f}"
-              f" ms  {test.get('worker_calls_per_second', 0):7.1f} calls/s", flush=True)
-        tests[qps] = test
-        return test["result"] == "VALID"
+        # An INVALID rate is run once more before it counts: on these VMs one run in a few
+        # breaks the bound at a rate the runs around it hold (p99 18 ms among runs of 8-11 ms
+        # at 2,500 QPS), and one such run would stop the search there.
+        for attempt in ("", " (again)"):
+            test = run(f"null_server_{qps:.0f}{attempt and '_again'}", "--scenario", "Server",
+                       "--backend", "null", "--qps", f"{qps:.0f}", *bound)
+            print(f"   {who:12s} Server null @ {qps:8.0f} QPS: {test['result']:8s} completed "
+                  f"{test['value']:9.1f}/s  p99 "
+                  f"{latency_ms(test, '99.00_percentile_latency_ns'):7.2f} ms  "
+                  f"{test.get('worker_calls_per_second', 0):7.1f} calls/s{attempt}", flush=True)
+            tests[qps] = test
+            if test["result"] == "VALID":
+                return True
+        return False
 
     tests: dict[float, dict] = {}
     good, bad = 0.0, None
