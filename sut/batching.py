@@ -44,27 +44,35 @@ def server_batch_timeout_s(target_latency_ns: int, round_trip_s: float | None = 
     return min(bound_s / 3.0, max(bound_s / 10.0, 4.0 * round_trip_s))
 
 
+_ONE_CREDIT = 1.0 - 1e-9  # a credit earned to float rounding counts as one
+
+
 class DynamicBatcher:
     """Groups Server samples into batches that leave when one of these holds:
 
     - the batch is full;
     - its oldest sample has waited `timeout_s` (the window);
-    - a worker is idle and the last batch left at least `timeout_s` ago.
+    - a worker is idle and a send credit is in hand.
 
-    The last rule sends a lone sample at once when the load is light, while under load
-    batches leave at most once a window (plus one per full batch): the Ray messages per
-    second stay bounded by 1 / timeout_s + rate / max_batchsize, whatever the arrival rate.
-    Samples are copied into two preallocated arrays a slice at a time: no Python object
-    per sample. Not thread-safe: the caller holds a lock."""
+    Credits accrue at one per window, up to `burst`, and every batch that leaves spends one (a
+    full batch, or one that leaves on its window, may leave the balance owing, down to
+    -burst). Under light load a lone sample leaves at once, and a burst of arrivals does not
+    wait either; under load partial batches leave about once a window at most, and not at all
+    while full batches use the credits up: the Ray messages per second stay near the larger of
+    1 / timeout_s and rate / max_batchsize, whatever the arrival rate. Samples are copied into
+    two preallocated arrays a slice at a time: no Python object per sample. Not thread-safe:
+    the caller holds a lock."""
 
-    def __init__(self, max_batchsize: int, timeout_s: float) -> None:
+    def __init__(self, max_batchsize: int, timeout_s: float, burst: int = 4) -> None:
         self.max_batchsize = max_batchsize
         self.timeout_s = timeout_s
+        self.burst = burst
         self._ids = np.empty(max_batchsize, dtype=np.uint64)
         self._indices = np.empty(max_batchsize, dtype=np.int64)
         self._count = 0
         self._oldest_at: float | None = None
-        self._last_left_at = float("-inf")
+        self._credits = float(burst)
+        self._credited_at: float | None = None
 
     def add(self, response_ids, sample_indices, now: float) -> list[tuple[np.ndarray, np.ndarray]]:
         """Add samples; return the batches that became full."""
@@ -80,26 +88,47 @@ class DynamicBatcher:
             self._indices[self._count:end] = sample_indices[start:start + take]
             self._count, start = end, start + take
             if self._count >= self.max_batchsize:
-                full.append(self._take(now))
+                self._spend_credit(now)
+                full.append(self._take())
         return full
 
     def take_due(self, now: float, idle_worker: bool = False, force: bool = False):
-        """The pending partial batch if it is due (window, idle worker, or forced), else None."""
+        """The pending partial batch if it is due (window, idle worker with a credit, or
+        forced), else None."""
         if not self._count:
             return None
         if (force or now - self._oldest_at >= self.timeout_s
-                or (idle_worker and now - self._last_left_at >= self.timeout_s)):
-            return self._take(now)
+                or (idle_worker and self._credits_at(now) >= _ONE_CREDIT)):
+            self._spend_credit(now)
+            return self._take()
         return None
 
-    def deadline(self) -> float | None:
-        """When the pending partial batch times out; None if nothing is pending."""
-        return None if not self._count else self._oldest_at + self.timeout_s
+    def deadline(self, now: float) -> float | None:
+        """When to look at the pending partial batch again: its window's end, or sooner when
+        the next credit accrues (it leaves then if a worker is idle); None if nothing is
+        pending."""
+        if not self._count:
+            return None
+        due = self._oldest_at + self.timeout_s
+        credits = self._credits_at(now)
+        if credits < _ONE_CREDIT:
+            due = min(due, now + (1.0 - credits) * self.timeout_s)
+        return due
 
     def pending(self) -> int:
         return self._count
 
-    def _take(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+    def _credits_at(self, now: float) -> float:
+        if self._credited_at is None:
+            return self._credits
+        earned = (now - self._credited_at) / self.timeout_s if self.timeout_s > 0 else self.burst
+        return min(float(self.burst), self._credits + earned)
+
+    def _spend_credit(self, now: float) -> None:
+        self._credits = max(self._credits_at(now) - 1.0, -float(self.burst))
+        self._credited_at = now
+
+    def _take(self) -> tuple[np.ndarray, np.ndarray]:
         batch = (self._ids[:self._count].copy(), self._indices[:self._count].copy())
-        self._count, self._oldest_at, self._last_left_at = 0, None, now
+        self._count, self._oldest_at = 0, None
         return batch

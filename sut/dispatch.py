@@ -220,14 +220,14 @@ class Dispatcher:
     def _flush_when_due(self) -> None:
         with self._wake:
             while not self._stopping:
-                deadline = self._batcher.deadline()
                 now = time.monotonic()
+                deadline = self._batcher.deadline(now)
                 if deadline is None:
                     self._wake.wait()
                 elif deadline > now:
                     self._wake.wait(deadline - now)
                 else:
-                    due = self._batcher.take_due(now)
+                    due = self._batcher.take_due(now, idle_worker=self._idle_worker())
                     self._emit([due] if due is not None else [])
 
 

@@ -47,11 +47,11 @@ def test_dynamic_batcher_holds_a_partial_batch_until_its_timeout():
     batcher = DynamicBatcher(max_batchsize=8, timeout_s=0.5)
     batcher.add([1], [11], now=10.0)
     batcher.add([2], [12], now=10.3)
-    assert batcher.deadline() == pytest.approx(10.5)  # from the oldest sample
+    assert batcher.deadline(now=10.3) == pytest.approx(10.5)  # from the oldest sample
     assert batcher.take_due(now=10.4) is None
     due = batcher.take_due(now=10.5)
     assert due[0].tolist() == [1, 2] and due[1].tolist() == [11, 12]
-    assert batcher.take_due(now=99.0) is None and batcher.deadline() is None
+    assert batcher.take_due(now=99.0) is None and batcher.deadline(now=99.0) is None
 
 
 def test_dynamic_batcher_flushes_early_for_an_idle_worker_or_when_forced():
@@ -62,21 +62,63 @@ def test_dynamic_batcher_flushes_early_for_an_idle_worker_or_when_forced():
     assert batcher.take_due(now=0.0, force=True)[0].tolist() == [2]
 
 
-def test_dynamic_batcher_sends_at_most_one_early_batch_a_window():
-    """An idle worker does not pull batches out faster than one a window: under load the
-    messages per second stay bounded whatever the arrival rate."""
-    batcher = DynamicBatcher(max_batchsize=1000, timeout_s=0.01)
-    batcher.add([0], [0], now=1.0)
-    assert batcher.take_due(now=1.0, idle_worker=True)[0].tolist() == [0]  # light load: at once
-    left = []
-    for i in range(1, 200):  # 10,000 arrivals/s, a worker idle at every arrival
+def test_dynamic_batcher_sends_lone_samples_at_once_under_light_load():
+    """Arrivals closer together than the window, but fewer than one a window on average:
+    each leaves at once for the idle worker (they used to wait out the window)."""
+    batcher = DynamicBatcher(max_batchsize=32, timeout_s=0.005, burst=4)
+    for i, now in enumerate([1.0, 1.001, 1.002, 1.020, 1.021, 1.040]):
+        batcher.add([i], [i], now=now)
+        assert batcher.take_due(now=now, idle_worker=True)[0].tolist() == [i]
+
+
+def test_dynamic_batcher_holds_samples_for_a_busy_worker_until_the_window():
+    batcher = DynamicBatcher(max_batchsize=32, timeout_s=0.005)
+    batcher.add([7], [70], now=2.0)
+    assert batcher.take_due(now=2.001, idle_worker=False) is None
+    assert batcher.take_due(now=2.0051, idle_worker=False)[0].tolist() == [7]
+
+
+def test_dynamic_batcher_sends_at_most_one_early_batch_a_window_beyond_its_burst():
+    """An idle worker does not pull batches out faster than the credits allow: under load the
+    messages per second stay bounded whatever the arrival rate, every sample leaves once, in
+    order, and none waits longer than the window."""
+    window, burst = 0.01, 4
+    batcher = DynamicBatcher(max_batchsize=1000, timeout_s=window, burst=burst)
+    left, arrived = [], {}
+    for i in range(2000):  # 10,000 arrivals/s for 0.2 s, a worker idle at every arrival
         now = 1.0 + i * 0.0001
         batcher.add([i], [i], now=now)
+        arrived[i] = now
         due = batcher.take_due(now=now, idle_worker=True)
         if due is not None:
             left.append((now, due[0].tolist()))
-    assert len(left) == 1 and left[0][0] >= 1.01  # one batch in 0.02 s, a window after the last
-    assert left[0][1] == list(range(1, len(left[0][1]) + 1)) and len(left[0][1]) >= 99
+    assert len(left) <= burst + 0.2 / window + 1
+    assert [i for _, ids in left for i in ids] == list(range(len(arrived) - batcher.pending()))
+    assert all(now - arrived[ids[0]] <= window + 1e-9 for now, ids in left)
+
+
+def test_dynamic_batcher_sends_no_partial_batches_while_full_ones_use_the_credits():
+    """At 10,000 arrivals/s, batches of 32 fill every 3.2 ms, faster than the 5 ms window:
+    an idle worker gets the full batches and no partial ones beside them."""
+    batcher = DynamicBatcher(max_batchsize=32, timeout_s=0.005, burst=4)
+    sizes = []
+    for i in range(10_000):  # one second
+        now = i * 0.0001
+        ready = batcher.add([i], [i], now=now)
+        due = batcher.take_due(now=now, idle_worker=True)
+        sizes += [len(ids) for ids, _ in ready + ([due] if due is not None else [])]
+    assert sum(sizes) + batcher.pending() == 10_000
+    assert sum(size < 32 for size in sizes) <= 4 + 1  # the burst at the start
+
+
+def test_dynamic_batcher_deadline_is_the_next_credit_when_none_is_left():
+    batcher = DynamicBatcher(max_batchsize=32, timeout_s=0.01, burst=1)
+    batcher.add([0], [0], now=5.0)
+    assert batcher.take_due(now=5.0, idle_worker=True) is not None  # spends the one credit
+    batcher.add([1], [1], now=5.002)
+    assert batcher.take_due(now=5.002, idle_worker=True) is None
+    assert batcher.deadline(now=5.002) == pytest.approx(5.010)  # the credit, before 5.012
+    assert batcher.take_due(now=5.010, idle_worker=True)[0].tolist() == [1]
 
 
 def test_server_window_is_four_round_trips_within_a_tenth_and_a_third_of_the_bound():
