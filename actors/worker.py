@@ -196,6 +196,21 @@ class WorkerActor(InferenceWorker):
         except Exception as error:  # noqa: BLE001 - reported to the driver, which stops
             self.startup_error = ("failed", f"{type(error).__name__}: {error}")
 
+    def open_channel(self, key: bytes, slots: int) -> tuple[str, int]:
+        """Listen for the driver's channel (actors/channel.py) on this node's address; its
+        calls run `run_batches` on `slots` threads, as the "serve" group does for Ray calls."""
+        import ray
+
+        from actors.channel import ChannelServer
+
+        self._channel = ChannelServer(self.run_batches, self._failed_call, key,
+                                      host=ray.util.get_node_ip_address(), slots=slots)
+        return self._channel.start().address
+
+    def _failed_call(self, batches: list[Batch], error: BaseException) -> list[BatchFailure]:
+        detail = f"{type(error).__name__}: {first_line(error)}"
+        return [BatchFailure(batch.batch_id, self.worker_id, detail) for batch in batches]
+
     def describe(self) -> dict:
         if self.startup_error is not None:
             return {"startup_error": self.startup_error}

@@ -9,11 +9,12 @@ Sections (each SUT run is `python -m sut` in its own process, since LoadGen read
 once a process, joined to one Ray instance that this script starts with 4 logical GPUs):
   server   null backend, Server: the highest QPS that LoadGen reports VALID at the model's
            bound (15 ms p99 for resnet50), searched by doubling then bisecting (a rate counts
-           INVALID when two runs of it are), with its p99
-           and the hot path's Ray messages per second (one call and its reply per batch group)
+           INVALID when two runs of it are), with its p99 and the hot path's messages per
+           second (one call and its reply per batch group; socket messages over the channel
+           transport, Ray messages over --transport calls)
   stream   null SingleStream p90 and MultiStream p99: the harness's own latency, in us (and
-           SingleStream's with --transport calls); and the ONNX model's SingleStream p90 beside
-           the raw backend's batch-1 p90 (median of --model-repeats runs)
+           SingleStream's over --transport channel and calls); and the ONNX model's SingleStream
+           p90 beside the raw backend's batch-1 p90 (median of --model-repeats runs)
   offline  null Offline samples/s at batch 32 and 256, with --workers 2, and with
            --gpus 4 --device cpu (4 logical GPUs); and the ONNX model's Offline samples/s
            against the raw onnxruntime loop at --max-batchsize, run just before and just
@@ -341,9 +342,11 @@ def server_section(run: Runner, args, reference=None) -> None:
         print(f"server  this harness: no rate from {args.server_min_qps:.0f} QPS up was VALID")
     else:
         calls = best.get("worker_calls_per_second", 0)
+        carrier = ("Ray messages/s" if best["transport"] == "calls" else
+                   f"socket messages/s (transport {best['transport']}, no Ray message)")
         print(f"server  null backend Server: {good:.0f} QPS VALID, p99 "
               f"{latency_ms(best, '99.00_percentile_latency_ns'):.2f} ms; hot path "
-              f"{calls:.0f} worker calls/s = {2 * calls:.0f} Ray messages/s for "
+              f"{calls:.0f} worker calls/s = {2 * calls:.0f} {carrier} for "
               f"{best['value']:.0f} samples/s ({best['value'] / max(calls, 1):.1f} samples a "
               "call)", flush=True)
     if reference is None:
@@ -367,13 +370,14 @@ def stream_section(run: Runner, args, config, images, reference=None) -> None:
     print(f"stream  null SingleStream p90 {single['value'] / 1e3:.0f} us ({single['result']}); "
           f"null MultiStream p99 {multi['value'] / 1e3:.0f} us ({multi['result']}); transport "
           f"{single['transport']}", flush=True)
-    # The actor calls' added latency: what a stream test pays with several workers or on a
-    # cluster (sut/cluster.transport_for).
-    if single["transport"] != "calls":
-        calls = run("null_singlestream_calls", "--scenario", "SingleStream", "--backend", "null",
-                    "--transport", "calls")
-        print(f"stream  null SingleStream p90 with --transport calls {calls['value'] / 1e3:.0f} "
-              f"us ({calls['result']})", flush=True)
+    # The worker actors' added latency: what a stream test pays with several workers or on a
+    # cluster (sut/cluster.transport_for), over the channel and over Ray calls.
+    for transport in ("channel", "calls"):
+        if single["transport"] != transport:
+            other = run(f"null_singlestream_{transport}", "--scenario", "SingleStream",
+                        "--backend", "null", "--transport", transport)
+            print(f"stream  null SingleStream p90 with --transport {transport} "
+                  f"{other['value'] / 1e3:.0f} us ({other['result']})", flush=True)
     if reference is not None:
         ref_single, ref_multi = null_streams(reference)
         print("stream  " + side_by_side("null SingleStream p90", single["value"] / 1e3,

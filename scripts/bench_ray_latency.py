@@ -8,7 +8,9 @@ Prints, side by side in one run on one local Ray instance:
   2. one way driver -> actor (a fire-and-forget call, timed at the receiver);
   3. the SUT's hot path: a call with two slots in a concurrency group, reply read through a
      future callback (as sut/cluster.py does): round trip, and calls/s with 1, 2 and 4 out;
-  4. the same through a Ray Compiled Graph (shared-memory channels), for comparison.
+  4. the same call over the channel transport's socket to that actor (actors/channel.py):
+     round trip, and calls/s with 1 and 2 out;
+  5. the same through a Ray Compiled Graph (shared-memory channels), for comparison.
 A sample crosses one such call in the SUT (driver -> worker -> driver, the reply carrying the
 result); sut/scheduler.py keeps the calls per second bounded.
 """
@@ -47,6 +49,13 @@ def main() -> int:
 
         def ping(self):
             return None
+
+        def open_channel(self, key):
+            from actors.channel import ChannelServer
+
+            self.server = ChannelServer(self.run_batches, lambda batches, error: [], key,
+                                        host=ray.util.get_node_ip_address())
+            return self.server.start().address
 
     class AsyncEcho:
         async def ping(self, value=None):
@@ -115,6 +124,30 @@ def main() -> int:
         finished.wait()
         print(f"   {out} call(s) out: {count / (time.perf_counter() - started):7.0f} calls/s")
 
+    from actors.channel import connect, new_key, recv_frame, send_frame
+
+    key = new_key()
+    channel = connect(tuple(ray.get(serving.open_channel.remote(key))), key)
+    seconds = []
+    for call_id in range(CALLS):
+        started = time.perf_counter()
+        send_frame(channel, (call_id, batch))
+        recv_frame(channel)
+        seconds.append(time.perf_counter() - started)
+    print(f"4. round trip, the channel        {percentiles_ms(seconds)}")
+    for out in (1, 2):
+        count = 4000
+        started = time.perf_counter()
+        for call_id in range(out):
+            send_frame(channel, (call_id, batch))
+        for call_id in range(out, count):
+            recv_frame(channel)
+            send_frame(channel, (call_id, batch))
+        for _ in range(out):
+            recv_frame(channel)
+        print(f"   {out} call(s) out: {count / (time.perf_counter() - started):7.0f} calls/s")
+    channel.close()
+
     from ray.dag import InputNode
 
     echo = ray.remote(Echo).options(num_cpus=0).remote()
@@ -125,7 +158,7 @@ def main() -> int:
         started = time.perf_counter()
         ray.get(graph.execute(batch))
         seconds.append(time.perf_counter() - started)
-    print(f"4. round trip, compiled graph     {percentiles_ms(seconds)}")
+    print(f"5. round trip, compiled graph     {percentiles_ms(seconds)}")
     graph.teardown()
     ray.shutdown()
     return 0

@@ -94,12 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     ray_group.add_argument("--device", choices=("cpu", "gpu"),
                            help="where backends run (default gpu with --gpus, else cpu)")
     ray_group.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
-    ray_group.add_argument("--transport", choices=("auto", "in-process", "calls"),
+    ray_group.add_argument("--transport", choices=("auto", "in-process", "channel", "calls"),
                            default="auto",
                            help="how the driver reaches its workers: in-process (one worker "
-                                "in this process) or calls (Ray actor calls). auto: "
+                                "in this process), channel (worker actors, each batch over a "
+                                "socket to its worker) or calls (Ray actor calls). auto: "
                                 "in-process for SingleStream/MultiStream with one worker on a "
-                                "one-node Ray, else calls")
+                                "one-node Ray, else channel")
     ray_group.add_argument("--server-batch-timeout-ms", type=float,
                            help="Server batching window (default: four measured round "
                                 "trips, within a tenth and a third of the latency bound)")

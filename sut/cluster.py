@@ -137,8 +137,11 @@ def transport_for(config: RunConfig, nodes: int | None = None) -> str:
       (sut/in_process.py). auto takes it for a stream scenario with one worker on a one-node
       Ray (`nodes`, default: Ray's live nodes): one query is in flight, so any hop is added
       latency, and there is no other machine to place the worker on.
-    - calls: Ray actor calls, two in flight per worker (one gathers while the other infers):
-      everything else. Ray Compiled Graphs were measured as a third way and left out (README).
+    - channel: worker actors, each call over a socket of its own (sut/channels.py), two in
+      flight per worker (one gathers while the other infers): everything else.
+    - calls: the same with Ray actor calls, several times the channel's round trip; kept for
+      networks that let Ray's ports through and no others. Ray Compiled Graphs were measured
+      as a fourth way and left out (README).
     """
     if config.transport != "auto":
         return config.transport
@@ -146,15 +149,20 @@ def transport_for(config: RunConfig, nodes: int | None = None) -> str:
         nodes = len(node_cpus())
     if config.scenario in STREAM_SCENARIOS and config.num_workers == 1 and nodes == 1:
         return "in-process"
-    return "calls"
+    return "channel"
 
 
 def open_pool(config: RunConfig):
     """The pool of the run's workers, as a context manager, by transport_for(config)."""
-    if transport_for(config) == "in-process":
+    transport = transport_for(config)
+    if transport == "in-process":
         from sut.in_process import InProcessPool
 
         return InProcessPool(config, backend_options(config, threads_per_worker(config)))
+    if transport == "channel":
+        from sut.channels import ChannelPool
+
+        return ChannelPool(config)
     return WorkerPool(config)
 
 

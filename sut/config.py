@@ -33,7 +33,7 @@ class RunConfig:
     data_format: str
     model_name: str
     scenario: str = "SingleStream"
-    transport: str = "auto"  # auto, in-process or calls (sut/cluster.transport_for)
+    transport: str = "auto"  # auto, in-process, channel or calls (sut/cluster.transport_for)
     modes: tuple[str, ...] = ("performance",)  # any of performance, accuracy, find_peak
     profile: str | None = None
     dataset_list: str | None = None
@@ -176,7 +176,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     transport = getattr(args, "transport", "auto")
     if transport == "in-process" and (gpus or args.workers or 1) > 1:
         raise ConfigError("--transport in-process runs one worker, in this process: drop "
-                          "--gpus/--workers above 1, or use --transport calls")
+                          "--gpus/--workers above 1, or use --transport channel")
     return RunConfig(
         model=args.model, dataset_path=args.dataset_path, backend=backend, dataset=dataset,
         data_format=data_format,

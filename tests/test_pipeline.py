@@ -50,7 +50,9 @@ def test_performance_run_reports_a_loadgen_result_in_every_scenario(
     ("SingleStream", (), "in-process"),  # auto: one worker, a stream scenario
     ("MultiStream", (), "in-process"),
     ("SingleStream", ("--transport", "calls"), "calls"),
-    ("MultiStream", ("--gpus", "2", "--device", "cpu"), "calls"),
+    ("MultiStream", ("--gpus", "2", "--device", "cpu"), "channel"),
+    ("Server", (), "channel"),
+    ("Server", ("--transport", "calls"), "calls"),
     ("Offline", ("--transport", "in-process"), "in-process"),
 ])
 def test_every_transport_answers_every_sample_once_and_right(scenario, flags, transport,

@@ -17,13 +17,15 @@ def _config(**fields) -> RunConfig:
     ({"scenario": "SingleStream"}, 1, "in-process"),
     ({"scenario": "MultiStream"}, 1, "in-process"),
     ({"scenario": "SingleStream", "gpus": 1, "device": "gpu"}, 1, "in-process"),
-    ({"scenario": "SingleStream"}, 3, "calls"),  # a cluster: the worker may go elsewhere
-    ({"scenario": "MultiStream", "gpus": 4, "device": "gpu"}, 1, "calls"),
-    ({"scenario": "MultiStream", "workers": 2, "backend": "null"}, 1, "calls"),
-    ({"scenario": "Offline"}, 1, "calls"),
-    ({"scenario": "Server", "gpus": 4, "device": "gpu"}, 1, "calls"),
+    ({"scenario": "SingleStream"}, 3, "channel"),  # a cluster: the worker may go elsewhere
+    ({"scenario": "MultiStream", "gpus": 4, "device": "gpu"}, 1, "channel"),
+    ({"scenario": "MultiStream", "workers": 2, "backend": "null"}, 1, "channel"),
+    ({"scenario": "Offline"}, 1, "channel"),
+    ({"scenario": "Server"}, 1, "channel"),
+    ({"scenario": "Server", "gpus": 4, "device": "gpu"}, 3, "channel"),
     ({"scenario": "Offline", "transport": "in-process"}, 1, "in-process"),  # asked for
     ({"scenario": "SingleStream", "transport": "calls"}, 1, "calls"),
+    ({"scenario": "Server", "transport": "calls"}, 1, "calls"),
 ])
 def test_auto_takes_the_transport_the_measurements_chose(fields, nodes, expected):
     assert transport_for(_config(**fields), nodes) == expected
