@@ -213,6 +213,19 @@ def test_hugging_face_datasets_in_the_way_is_named(cli, good_args, monkeypatch):
     assert "Hugging Face" in err and "/site-packages/datasets" in err
 
 
+def test_a_channel_that_cannot_open_when_channels_were_asked_for(cli, good_args, monkeypatch):
+    import sut.channels
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(sut.channels, "connect", refused)
+    code, err = cli(*good_args, "--transport", "channel")
+    assert code == EXIT_BAD_INPUT
+    assert "--transport channel: cannot open a channel to worker-0" in err
+    assert "Connection refused" in err and "--transport calls" in err
+
+
 def test_unreachable_ray_address(tmp_path, cache_dir, good_args, capsys):
     """Checked before Ray is joined; run in a process of its own (this one is joined)."""
     import subprocess

@@ -1,4 +1,5 @@
-"""The channel's wire (actors/channel.py) on this machine's loopback, without Ray."""
+"""The channel's wire (actors/channel.py) on this machine's loopback, without Ray; then its
+pool (sut/channels.py) on the session's Ray instance, with a null-backend worker."""
 
 from __future__ import annotations
 
@@ -129,3 +130,58 @@ def test_no_connection_in_time_closes_the_listener():
 def test_a_key_of_the_wrong_length_is_refused():
     with pytest.raises(ValueError, match="32 bytes"):
         ChannelServer(lambda batches: batches, _failed, b"short")
+
+
+# -- the pool on Ray -----------------------------------------------------------------------------
+
+@pytest.fixture
+def null_config(ray_address, known_set, tmp_path):
+    from sut.cli import resolve
+
+    config, _ = resolve(["--profile", "resnet50-onnxruntime", "--backend", "null",
+                         "--dataset-path", str(known_set.dataset_path), "--scenario", "Server",
+                         "--address", ray_address, "--output", str(tmp_path / "out"),
+                         "--cache_dir", str(tmp_path / "cache")])
+    return config
+
+
+def _one_call_round_trip(pool):
+    """Load two samples on the worker, send one batch, return the event that answers it."""
+    import numpy as np
+    import ray
+
+    from actors.messages import Batch
+
+    pool.broadcast("set_samples", ray.put(np.zeros((2, 3, 224, 224), np.uint8)),
+                   np.array([0, 1]), False)
+    pool.put([Batch(7, np.array([70], np.uint64), np.array([1], np.int64))])
+    return pool.events.get(timeout=60)
+
+
+def test_the_pool_sends_its_calls_over_the_channel(null_config):
+    from sut.channels import ChannelPool
+    from sut.serving import CallReturned
+
+    with ChannelPool(null_config) as pool:
+        assert [d["transport"] for d in pool.descriptions] == ["channel"]
+        event = _one_call_round_trip(pool)
+        assert isinstance(event, CallReturned)
+        assert [item.batch_id for item in event.items] == [7]
+        assert pool._channels  # the call went over the socket, not Ray
+
+
+def test_a_worker_without_a_channel_is_reached_through_ray_calls(null_config, monkeypatch,
+                                                                 caplog):
+    import sut.channels
+    from sut.channels import ChannelPool
+    from sut.serving import CallReturned
+
+    def refused(*args, **kwargs):
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(sut.channels, "connect", refused)
+    with ChannelPool(null_config) as pool:
+        assert [d["transport"] for d in pool.descriptions] == ["calls"]
+        event = _one_call_round_trip(pool)
+        assert isinstance(event, CallReturned) and event.items[0].batch_id == 7
+    assert "worker-0: no channel (" in caplog.text and "Ray calls" in caplog.text
