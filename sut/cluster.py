@@ -19,7 +19,7 @@ from actors.messages import BatchFailure
 from actors.worker import WorkerActor
 from datasets.registry import get_dataset
 from harness_base import ConfigError, RunFailed, first_line, stop_if_requested
-from sut.config import RunConfig
+from sut.config import STREAM_SCENARIOS, RunConfig
 from sut.serving import CallReturned, ServingPool, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,6 @@ def backend_options(config: RunConfig, threads: int) -> BackendOptions:
         threads=threads, model_name=config.model_name, precision=config.precision,
         compile=config.compile, channels_last=config.channels_last,
         cuda_graphs=config.cuda_graphs, max_batchsize=config.max_batchsize)
-
-
-STREAM_SCENARIOS = ("SingleStream", "MultiStream")
 
 
 def transport_for(config: RunConfig, nodes: int | None = None) -> str:

@@ -21,6 +21,7 @@ from harness_base import ConfigError
 from sut.profiles import DEFAULTS, get_profile
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+STREAM_SCENARIOS = ("SingleStream", "MultiStream")  # one query in flight at a time
 LAYOUTS = ("NCHW", "NHWC")
 
 

@@ -127,12 +127,19 @@ class ServingPool:
 class LocalWorkers(ServingPool):
     """InferenceWorkers (or anything with run_batches) served on threads of this process,
     one thread per worker, calls in order: the Ray-free stand-in for WorkerPool. Under a
-    ServingPath, replies are applied on the worker's thread."""
+    ServingPath, replies are applied on the worker's thread.
+
+    calls_inline: a call runs on the thread that sends it (LoadGen's issue thread, for a
+    stream scenario's one query in flight), no serving thread woken; a call sent while that
+    thread runs or answers another (a retry from the Completer) still goes to the serving
+    thread, since the completion path is not re-entrant."""
 
     direct_replies = True
 
-    def __init__(self, workers: dict[str, object]) -> None:
+    def __init__(self, workers: dict[str, object], calls_inline: bool = False) -> None:
         super().__init__()
+        self._calls_inline = calls_inline
+        self._answering = threading.local()  # set while this thread runs or answers a call
         self._workers = dict(workers)
         self._inboxes: dict[str, queue.SimpleQueue] = {}
         self._threads = []
@@ -146,7 +153,24 @@ class LocalWorkers(ServingPool):
         self._start_scheduler(list(self._workers))
 
     def _send(self, worker_id: str, call_id: int, batches: list[Batch]) -> None:
-        self._inboxes[worker_id].put((call_id, batches))
+        if self._calls_inline and not getattr(self._answering, "active", False):
+            self._answering.active = True
+            try:
+                self._call(worker_id, self._workers[worker_id], call_id, batches)
+            finally:
+                self._answering.active = False
+        else:
+            self._inboxes[worker_id].put((call_id, batches))
+
+    def _call(self, worker_id: str, worker, call_id: int, batches: list[Batch]) -> bool:
+        """Run one call and reply; False if the worker was lost in it."""
+        try:
+            items = worker.run_batches(batches)
+        except BaseException as error:  # noqa: BLE001 - the worker is gone, as a dead actor
+            self.reply(WorkerLost(worker_id, f"{type(error).__name__}: {error}"))
+            return False
+        self.reply(CallReturned(worker_id, call_id, items))
+        return True
 
     def _serve(self, worker_id: str, worker, inbox: queue.SimpleQueue) -> None:
         # The thread lives until close() even after its worker is lost: it may have answered
@@ -159,13 +183,9 @@ class LocalWorkers(ServingPool):
             if lost:
                 continue
             call_id, batches = call
-            try:
-                items = worker.run_batches(batches)
-            except BaseException as error:  # noqa: BLE001 - the worker is gone, as a dead actor
-                lost = True
-                self.reply(WorkerLost(worker_id, f"{type(error).__name__}: {error}"))
-                continue
-            self.reply(CallReturned(worker_id, call_id, items))
+            self._answering.active = True
+            lost = not self._call(worker_id, worker, call_id, batches)
+            self._answering.active = False
 
     def close(self) -> None:
         for inbox in self._inboxes.values():

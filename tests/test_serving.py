@@ -238,3 +238,56 @@ def test_a_failure_applying_an_in_process_reply_ends_the_run_and_the_thread_live
         assert pool._threads[0].is_alive()
     finally:
         pool.close()
+
+
+def _stream(pool, answers, count, stall_s=None):
+    """Issue `count` SingleStream queries from this thread, each after the last is answered."""
+    path = ServingPath(pool, "SingleStream", 1, answers, itertools.count(), 15_000_000,
+                       stall_timeout_s=stall_s)
+    try:
+        with path:
+            for i in range(count):
+                path.dispatcher.issue(np.array([i], np.uint64), np.array([i], np.int64))
+                deadline = time.monotonic() + 10
+                while len(answers.seen) <= i and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            assert answers.all_in.wait(10), f"{len(answers.seen)} of {count} answered"
+    finally:
+        pool.close()
+    return path
+
+
+def test_inline_calls_run_and_are_answered_on_the_issuing_thread():
+    answers = ThreadNoting()
+    answers.expected = 6
+    path = _stream(LocalWorkers({"a": EchoWorker("a")}, calls_inline=True), answers, 6)
+    assert answers.index_of == {i: i for i in range(6)}
+    assert answers.threads == {threading.current_thread().name}
+    assert not path.completer.aborted
+
+
+def test_an_inline_retry_goes_to_the_serving_thread_and_is_answered_once():
+    """Batch 2 fails once; its retry is sent while this thread answers the failure, and the
+    completion path is not re-entrant: run here, it would wait on itself for ever."""
+    answers = ThreadNoting()
+    answers.expected = 5
+    pool = LocalWorkers({"a": EchoWorker("a", fail_batch=2)}, calls_inline=True)
+    finished: list = []
+    issuer = threading.Thread(target=lambda: finished.append(_stream(pool, answers, 5)),
+                              name="loadgen-issue", daemon=True)
+    issuer.start()
+    issuer.join(30)
+    assert finished, "the issuing thread is stuck (a retry run inline waits on itself)"
+    assert answers.index_of == {i: i for i in range(5)} and len(answers.seen) == 5
+    assert finished[0].completer.retried_batches == 1
+    assert answers.threads == {"loadgen-issue", "serve-a"}
+
+
+def test_a_worker_lost_inline_ends_the_run_with_every_sample_closed_out():
+    answers = ThreadNoting()
+    answers.expected = 3
+    pool = LocalWorkers({"a": EchoWorker("a", die_on_call=2)}, calls_inline=True)
+    path = _stream(pool, answers, 3, stall_s=5.0)
+    assert sorted(answers.seen) == [0, 1, 2]
+    assert answers.index_of[0] == 0 and answers.index_of[1] is None
+    assert path.completer.abort_reason.startswith("no worker left: a (SystemExit")
