@@ -249,3 +249,40 @@ def test_scenarios_makes_the_missing_runs_then_the_tree(tmp_path, ray_address, c
                             "--output", str(tmp_path / "x"), "--scenarios", "Offline", "--",
                             "--output", "elsewhere"]) == EXIT_BAD_INPUT
     assert "--output after -- is set by the command itself" in capfd.readouterr().err
+
+
+def test_the_rehearsal_runs_the_closed_sequence_on_its_stand_in(tmp_path, ray_address):
+    """scripts/rehearse_submission.py in its short mode on 40 generated images: the stand-in
+    model knows every image (100 % in both scenarios' accuracy runs, so the pre-processing
+    that built it and the runs' agree), every run the rules ask for is made, the tree is
+    built, the system fields a machine cannot tell are filled, and --check finds nothing but
+    what short runs over a partial set break."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "rehearsal"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "rehearse_submission.py"),
+                           "--output", str(out), "--images", "40", "--short", "--address",
+                           ray_address], capture_output=True, text=True, timeout=900)
+    assert done.returncode == EXIT_FAILED, done.stderr[-3000:]  # --check: the short runs
+    result = out / "submission" / "closed" / "Rehearsal" / "results" / "rehearsal-node" / "resnet50"
+    for scenario in ("Offline", "Server"):
+        accuracy = (result / scenario / "accuracy" / "accuracy.txt").read_text()
+        assert accuracy.startswith("accuracy=100.000%, good=40, total=40\nhash="), accuracy
+        for test in ("TEST01", "TEST04"):
+            assert (result / scenario / test / "verify_performance.txt").is_file()
+    rates = json.loads((out / "rates.json").read_text())
+    assert (result / "Server" / "user.conf").read_text().startswith(
+        f"resnet50.Offline.target_qps = {rates['Offline']}\n"
+        f"resnet50.Server.target_qps = {rates['Server']}\n")
+    assert "filled with 'rehearsal': host_storage_type" in done.stdout
+    checked = done.stdout[done.stdout.index("submission --check"):]
+    problems = [line for line in checked.splitlines() if line.startswith("PROBLEM: ")]
+    allowed = ("rule overrides", "min_duration 5000 ms < 600000", "samples per query",
+               "covers 40 samples, the rules 50,000", "no TEST PASS line", "result INVALID",
+               "early stopping not met")
+    assert problems and all(any(words in line for words in allowed) for line in problems), \
+        problems
+    assert "rehearsal: 40 stand-in images" in done.stdout
