@@ -84,10 +84,11 @@ class ChannelPool(WorkerPool):
         try:
             with self._send_locks[worker_id]:
                 send_frame(sock, (call_id, batches))
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - a call not sent must not hold its slot
             # Not applied here (this may be LoadGen's issue thread, holding the dispatcher):
-            # the completion thread takes it.
-            self.events.put(WorkerLost(worker_id, f"its channel broke: {error}"))
+            # the completion thread takes it, and the call's batches go to the others.
+            self.events.put(WorkerLost(worker_id, f"its channel broke: "
+                                                  f"{type(error).__name__}: {error}"))
 
     def _read(self, worker_id: str, sock: socket.socket) -> None:
         """Answers in, applied on this thread, until the channel ends."""

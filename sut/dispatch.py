@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 # payload_data is None for "no bytes" (performance mode, or closing out an aborted run).
 CompleteFn = Callable[[Batch, "np.ndarray | None", "np.ndarray | None"], None]
 
+_issuing = threading.local()
+
+
+def sending_for_loadgen() -> bool:
+    """True on a thread inside Dispatcher.issue: what it sends answers a query LoadGen is
+    waiting on. A transport may run such a call on this thread (sut/serving.py LocalWorkers);
+    anything else (warm-up, whose wait must keep its timeout; the completion thread, which
+    must not answer itself) it sends the usual way."""
+    return getattr(_issuing, "active", False)
+
 
 class Completer:
     """Results -> completions, exactly once per sample."""
@@ -132,7 +142,12 @@ class Dispatcher:
     # -- LoadGen callbacks ------------------------------------------------------------------
     def issue(self, response_ids: np.ndarray, sample_indices: np.ndarray) -> None:
         if self._batcher is None:
-            self._emit(split_into_batches(response_ids, sample_indices, self._max_batchsize))
+            _issuing.active = True
+            try:
+                self._emit(split_into_batches(response_ids, sample_indices,
+                                              self._max_batchsize))
+            finally:
+                _issuing.active = False
             return
         with self._wake:
             ready = self._batcher.add(response_ids, sample_indices, time.monotonic())

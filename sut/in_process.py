@@ -13,6 +13,7 @@ the reference harness runs its model: no serving thread has to wake up (ResNet-5
 p50 0.4-0.6 ms lower in three of three alternating rounds, README "Transports"). A model
 that never returns then holds that thread, but not the run: the completion loop's stall bound
 aborts it and the runner cuts the test off 5 s later, as for any test LoadGen does not end.
+Warm-up batches go to the serving thread, so their wait keeps its timeout.
 
 A failing batch is retried as anywhere else; a worker that dies here takes the driver with
 it, so runs that must survive a killed worker use workers of their own (--transport channel).

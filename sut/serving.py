@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from actors.messages import Batch, BatchFailure, BatchResult
 from sut.batching import server_batch_timeout_s
 from sut.completion import CompletionLoop
-from sut.dispatch import CompleteFn, Completer, Dispatcher
+from sut.dispatch import CompleteFn, Completer, Dispatcher, sending_for_loadgen
 from sut.ledger import CompletionLedger
 from sut.result_collector import ResultCollector
 from sut.scheduler import BatchScheduler
@@ -129,10 +129,12 @@ class LocalWorkers(ServingPool):
     one thread per worker, calls in order: the Ray-free stand-in for WorkerPool. Under a
     ServingPath, replies are applied on the worker's thread.
 
-    calls_inline: a call runs on the thread that sends it (LoadGen's issue thread, for a
-    stream scenario's one query in flight), no serving thread woken; a call sent while that
-    thread runs or answers another (a retry from the Completer) still goes to the serving
-    thread, since the completion path is not re-entrant."""
+    calls_inline: a call sent from Dispatcher.issue runs on that thread (LoadGen's issue
+    thread, for a stream scenario's one query in flight), no serving thread woken. Every
+    other call goes to the serving thread: one sent while the issuing thread runs or answers
+    another (a retry from the Completer; the completion path is not re-entrant), warm-up
+    batches (their wait keeps its timeout if the model hangs), and calls sent by the
+    completion thread."""
 
     direct_replies = True
 
@@ -153,7 +155,8 @@ class LocalWorkers(ServingPool):
         self._start_scheduler(list(self._workers))
 
     def _send(self, worker_id: str, call_id: int, batches: list[Batch]) -> None:
-        if self._calls_inline and not getattr(self._answering, "active", False):
+        if (self._calls_inline and sending_for_loadgen()
+                and not getattr(self._answering, "active", False)):
             self._answering.active = True
             try:
                 self._call(worker_id, self._workers[worker_id], call_id, batches)

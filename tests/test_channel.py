@@ -118,6 +118,18 @@ def test_the_worker_stops_serving_when_the_driver_goes(served):
     assert server.closed.wait(5)
 
 
+def test_both_ends_probe_a_silent_peer(served):
+    """A peer whose node vanishes sends no FIN; keep-alive and the unacknowledged-data bound
+    turn that into a broken channel (a lost worker) instead of a read that waits for ever."""
+    server, sock = served()
+    assert server.closed.wait(0) is False
+    for end in (sock, server._sock):
+        assert end.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert end.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+        assert end.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert end.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+
+
 def test_no_connection_in_time_closes_the_listener():
     server = ChannelServer(lambda batches: batches, _failed, new_key(),
                            accept_timeout_s=0.2).start()

@@ -291,3 +291,47 @@ def test_a_worker_lost_inline_ends_the_run_with_every_sample_closed_out():
     assert sorted(answers.seen) == [0, 1, 2]
     assert answers.index_of[0] == 0 and answers.index_of[1] is None
     assert path.completer.abort_reason.startswith("no worker left: a (SystemExit")
+
+
+def test_a_hung_model_cannot_hold_the_warm_up_past_its_timeout_inline():
+    """Only calls from Dispatcher.issue run inline: the warm-up's batches go to the serving
+    thread, so its wait times out (and the runner warns) instead of blocking LoadGen's load
+    callback for ever."""
+    worker = EchoWorker("a", hang=True)
+    pool = LocalWorkers({"a": worker}, calls_inline=True)
+    path = ServingPath(pool, "SingleStream", 1, Answers(), itertools.count(), 15_000_000)
+    try:
+        with path:
+            came_back: list = []
+            loader = threading.Thread(daemon=True, target=lambda: came_back.append(
+                path.dispatcher.warm_up(0, [1], timeout_s=0.3)))
+            loader.start()
+            loader.join(5)
+            worker.release.set()
+            assert came_back == [False], "the warm-up waited on a hung model past its timeout"
+    finally:
+        worker.release.set()
+        pool.close()
+
+
+def test_calls_sent_outside_issue_go_to_the_serving_thread():
+    """The completion thread (late replies applied at a test's start) and any other sender must
+    not run the model themselves: the completion path would wait on its own lock."""
+    answers = ThreadNoting()
+    answers.expected = 2
+    pool = LocalWorkers({"a": EchoWorker("a")}, calls_inline=True)
+    path = ServingPath(pool, "SingleStream", 1, answers, itertools.count(), 15_000_000)
+    try:
+        with path:
+            path.dispatcher.issue(np.array([0], np.uint64), np.array([0], np.int64))
+            assert answers.threads == {threading.current_thread().name}
+            sender = threading.Thread(target=path.dispatcher._emit, name="not-loadgen",
+                                      args=([(np.array([1], np.uint64),
+                                              np.array([1], np.int64))],))
+            sender.start()
+            sender.join(10)
+            assert answers.all_in.wait(10)
+    finally:
+        pool.close()
+    assert answers.index_of == {0: 0, 1: 1}
+    assert answers.threads == {threading.current_thread().name, "serve-a"}
