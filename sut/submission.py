@@ -34,7 +34,7 @@ from pathlib import Path
 
 from harness_base import EXIT_FAILED, EXIT_OK, ConfigError, RunFailed, exit_code_of
 from sut.compliance import performance_folder
-from sut.mlperf_rules import RULES
+from sut.mlperf_rules import RULES, closed_category_problem
 from sut.report import read_json, read_loadgen_results
 
 DIVISIONS = ("closed", "open")
@@ -121,6 +121,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("submission: --from takes finished runs, --scenarios makes them; "
                           "give one")
     if args.scenarios:
+        model = _profile_model(args.run_flags)
+        if args.division == "closed" and model and closed_category_problem(model,
+                                                                           args.category):
+            raise ConfigError(f"submission: {closed_category_problem(model, args.category)}")
         args.sources = [str(folder) for folder in run_missing(args)]
     recorder = Recorder(args, "submission", command_line(["submission", *args.argv]))
     recorder.describe({key: value for key, value in vars(args).items() if key != "argv"})
@@ -135,6 +139,19 @@ def _run(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"PROBLEM: {problem}")
     return EXIT_OK
+
+
+def _profile_model(run_flags: list[str]) -> str | None:
+    """The MLPerf model the --profile after -- runs, so a category the closed division does
+    not take for it is refused before an hour of runs; None if no profile names one."""
+    from sut.profiles import PROFILES
+
+    for i, word in enumerate(run_flags):
+        name = (word.split("=", 1)[1] if word.startswith("--profile=") else
+                run_flags[i + 1] if word == "--profile" and i + 1 < len(run_flags) else None)
+        if name in PROFILES:
+            return PROFILES[name].model_name
+    return None
 
 
 # The runs one result needs, in order: folder name and the flags that make it.
@@ -228,7 +245,7 @@ def _check_name(flag: str, value: str) -> None:
                           "folders of the tree)")
 
 
-def _read_source(folder: Path, allow_short: bool, division: str) -> Source:
+def _read_source(folder: Path, allow_short: bool, division: str, category: str) -> Source:
     if not folder.is_dir():
         raise ConfigError(f"--from {folder}: no such folder")
     performance = performance_folder(folder)
@@ -249,9 +266,8 @@ def _read_source(folder: Path, allow_short: bool, division: str) -> Source:
     if not model:
         raise ConfigError(f"--from {folder}: {performance / 'results.json'} does not say the "
                           "model (was it made by python -m sut?)")
-    if division == "closed" and model not in RULES:
-        raise ConfigError(f"--from {folder}: {model} is no MLPerf model; the closed division "
-                          "takes resnet50 and retinanet (use --division open)")
+    if division == "closed" and closed_category_problem(model, category):
+        raise ConfigError(f"--from {folder}: {closed_category_problem(model, category)}")
     if detail.get("effective_min_duration_ms", 0) < 600000 and not allow_short:
         raise ConfigError(f"--from {folder}: the run lasted at least "
                           f"{detail.get('effective_min_duration_ms')} ms by its settings, the "
@@ -270,7 +286,7 @@ def build_tree(args: argparse.Namespace) -> Tree:
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConfigError(f"--output {output} exists and is not empty: give a new folder")
-    sources = [_read_source(Path(folder), args.allow_short_runs, args.division)
+    sources = [_read_source(Path(folder), args.allow_short_runs, args.division, args.category)
                for folder in args.sources]
     seen = {}
     for source in sources:

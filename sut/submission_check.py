@@ -6,7 +6,8 @@ performance log (TEST01/TEST04 ones too): LoadGen's v6.1 seeds, the performance 
 the 600000 ms minimum-duration setting, Offline samples per query (closed), early stopping
 (SingleStream, MultiStream, Server), the Server latency bound; per accuracy run: the whole
 dataset, the accuracy target (closed), the log's size and hash; the scenarios a category needs
-(closed); the compliance tests (closed: TEST01 for both models, TEST04 for resnet50) passing.
+and the models and categories the closed division takes (sut/mlperf_rules.py CLOSED_SCENARIOS); the
+compliance tests (closed: TEST01, and TEST04 for resnet50) passing.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ import json
 import re
 from pathlib import Path
 
-from sut.mlperf_rules import RULES
+from sut.mlperf_rules import CLOSED_SCENARIOS, RULES, closed_category_problem
 from sut.report import read_json, read_loadgen_results
-from sut.submission import (MAX_ACCURACY_LOG_BYTES, SHORT_RUN_MARK, STATUSES, SYSTEM_KEYS,
-                            MAY_BE_EMPTY)
+from sut.submission import (CATEGORIES, MAX_ACCURACY_LOG_BYTES, SHORT_RUN_MARK, STATUSES,
+                            SYSTEM_KEYS, MAY_BE_EMPTY)
 
 SEEDS = {"effective_qsl_rng_seed": 2085463073848966840,
          "effective_sample_index_rng_seed": 2747215439041700203,
          "effective_schedule_rng_seed": 16159082839903944936}
 MIN_DURATION_MS = 600000
 OFFLINE_MIN_SAMPLES_PER_QUERY = 24576
-REQUIRED_SCENARIOS = {"edge": {"SingleStream", "MultiStream", "Offline"},
-                      "datacenter": {"Server", "Offline"},
-                      "datacenter,edge": {"SingleStream", "MultiStream", "Server", "Offline"}}
 MEASUREMENT_KEYS = ("input_data_types", "retraining", "starting_weights_filename",
                     "weight_data_types", "weight_transformations")
 
@@ -93,22 +91,24 @@ def _check_system(path: Path, division: str, submitter: str, name: str):
     for key in ("number_of_nodes", "accelerators_per_node"):
         if not str(system.get(key, "")).isdigit():
             problems.append(f"{path}: {key} {system.get(key)!r} is no whole number")
-    if system.get("system_type") not in REQUIRED_SCENARIOS:
+    if system.get("system_type") not in CATEGORIES:
         problems.append(f"{path}: system_type {system.get('system_type')!r}, one of "
-                        f"{sorted(REQUIRED_SCENARIOS)}")
+                        f"{sorted(CATEGORIES)}")
     return system, problems
 
 
 def _check_model(folder: Path, division: str, category: str | None) -> list[str]:
     problems = []
     rules = RULES.get(folder.name)
-    if division == "closed" and (rules is None or rules.release != "v6.1"):
-        return [f"{folder}: {folder.name} is not a v6.1 closed-division model"]
     scenarios = {path.name for path in folder.iterdir() if path.is_dir()}
-    if division == "closed" and category in REQUIRED_SCENARIOS:
-        for missing in sorted(REQUIRED_SCENARIOS[category] - scenarios):
+    if division == "closed":
+        why_not = closed_category_problem(folder.name, category)
+        if why_not:
+            return [f"{folder}: {why_not}"]
+        required = CLOSED_SCENARIOS[folder.name][category]
+        for missing in sorted(set(required) - scenarios):
             problems.append(f"{folder}: scenario {missing} missing ({category} needs "
-                            f"{', '.join(sorted(REQUIRED_SCENARIOS[category]))})")
+                            f"{', '.join(sorted(required))})")
     for scenario in sorted(scenarios):
         problems += _check_scenario(folder / scenario, folder.name, division, rules)
     return problems

@@ -127,6 +127,11 @@ def test_check_lists_what_a_short_tree_breaks(runs, tmp_path, capsys):
     (lambda r, s: _edit_json(s, division="open"), "division 'open', the folder says closed"),
     (lambda r, s: _edit_json(s, accelerators_per_node="two"), "is no whole number"),
     (lambda r, s: shutil.rmtree(s.parent.parent / "src"), "src: missing"),
+    (lambda r, s: _edit_json(s, system_type="datacenter"),
+     "resnet50 is no datacenter benchmark in v6.1's closed division; give --category 'edge' "
+     "or 'datacenter,edge'"),
+    (lambda r, s: r.parent.rename(r.parent.parent / "retinanet"),
+     "retinanet is no model of MLPerf Inference v6.1's closed division"),
 ])
 def test_check_catches_each_rule_broken_on_purpose(runs, tmp_path, capsys, damage, words):
     output = tmp_path / "tree"
@@ -214,6 +219,16 @@ def test_bad_input_is_refused_by_name_before_anything_is_written(runs, tmp_path,
     detail.write_text(detail.read_text().replace('"value": "VALID"', '"value": "INVALID"'))
     assert _build(invalid, output, "--allow-short-runs") == EXIT_BAD_INPUT
     assert "the performance run is INVALID" in capsys.readouterr().err
+    argv = ["--submitter", "ACME", "--system", "box1", "--category", "datacenter",
+            "--output", str(output), "--allow-short-runs"]
+    assert submission.main(argv + ["--from", str(runs)]) == EXIT_BAD_INPUT
+    assert "resnet50 is no datacenter benchmark in v6.1" in capsys.readouterr().err
+    # --scenarios: refused from the profile, before a run is made.
+    assert submission.main(argv + ["--scenarios", "Offline,Server", "--runs-dir",
+                                   str(tmp_path / "runs"), "--", "--profile",
+                                   "resnet50-onnxruntime"]) == EXIT_BAD_INPUT
+    assert "give --category 'edge' or 'datacenter,edge'" in capsys.readouterr().err
+    assert not output.exists() and not (tmp_path / "runs").exists()
     output.mkdir()
     (output / "x").write_text("x")
     assert _build(runs, output, "--allow-short-runs") == EXIT_BAD_INPUT
@@ -268,7 +283,7 @@ def test_the_rehearsal_runs_the_closed_sequence_on_its_stand_in(tmp_path, ray_ad
                            ray_address], capture_output=True, text=True, timeout=900)
     assert done.returncode == EXIT_FAILED, done.stderr[-3000:]  # --check: the short runs
     result = out / "submission" / "closed" / "Rehearsal" / "results" / "rehearsal-node" / "resnet50"
-    for scenario in ("Offline", "Server"):
+    for scenario in ("SingleStream", "MultiStream", "Offline", "Server"):  # datacenter,edge
         accuracy = (result / scenario / "accuracy" / "accuracy.txt").read_text()
         assert accuracy.startswith("accuracy=100.000%, good=40, total=40\nhash="), accuracy
         for test in ("TEST01", "TEST04"):
