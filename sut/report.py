@@ -154,6 +154,9 @@ def format_summary(results: dict) -> str:
                     for k in picks))
             if test.get("invalid_reason"):
                 lines.append(f"    why INVALID: {test['invalid_reason'].strip()}")
+                hint = _too_few_queries_hint(test, setup.get("model_name"))
+                if hint:
+                    lines.append(f"    fix: {hint}")
         if test.get("error"):
             lines.append(f"    FAILED: {test['error']}")
         if test.get("faults"):
@@ -162,6 +165,18 @@ def format_summary(results: dict) -> str:
         lines.append(f"results: {results['results_file']}")
     lines.append("=" * 64)
     return "\n".join(lines)
+
+
+def _too_few_queries_hint(test: dict, model: str | None) -> str | None:
+    """SingleStream/MultiStream: LoadGen made 2 x min_duration / target_latency queries and the
+    run answered them all too soon; the run's own mean latency is a target that fits."""
+    mean_ns = (test.get("latency_ns") or {}).get("mean_latency_ns")
+    if ("Decrease the expected latency" not in test["invalid_reason"] or not mean_ns
+            or test["scenario"] not in ("SingleStream", "MultiStream")):
+        return None
+    return (f"put '{model or '<model>'}.{test['scenario']}.target_latency = "
+            f"{max(round(mean_ns / 1e6, 3), 0.001):g}' (this run's mean latency, in ms) in "
+            "the --user_conf file, so LoadGen makes queries for the whole run")
 
 
 def read_json(path: str | Path) -> dict | None:

@@ -143,3 +143,20 @@ def test_compliance_input_is_refused_before_anything_runs(run_known, reference):
     run = run_known("SingleStream", "--compliance", "TEST01", "--compliance-reference",
                     str(reference))
     assert run.returncode == EXIT_BAD_INPUT and "its performance run is Offline" in run.stderr
+
+
+def test_a_stream_run_that_ran_out_of_queries_names_the_target_latency_that_fits():
+    """LoadGen's own advice ("Decrease the expected latency") names no number; the summary
+    gives the user.conf line with this run's mean latency."""
+    from sut.report import format_summary
+
+    test = {"scenario": "SingleStream", "mode": "performance", "result": "INVALID",
+            "metric": "90.00_percentile_latency_ns", "value": 394108, "unit": "ns",
+            "latency_ns": {"mean_latency_ns": 358133},
+            "invalid_reason": "Decrease the expected latency so the loadgen pre-generates "
+                              "more queries."}
+    said = format_summary({"setup": {"model_name": "resnet50"}, "tests": [test]})
+    assert ("fix: put 'resnet50.SingleStream.target_latency = 0.358' (this run's mean "
+            "latency, in ms) in the --user_conf file") in said
+    other = dict(test, invalid_reason="Reduce target QPS to improve latency.")
+    assert "fix:" not in format_summary({"tests": [other]})
