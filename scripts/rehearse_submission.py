@@ -287,6 +287,10 @@ def write_user_conf(path: Path, rates: dict[str, float], latencies: dict[str, fl
         lines += [f"resnet50.{scenario}.{key} = {value}"
                   for scenario in ("Offline", "Server", "SingleStream", "MultiStream")
                   for key, value in (("min_duration", 5000), ("min_query_count", 100))]
+        # A 5 s Server run has ~3,000 queries: a dozen over 15 ms on a busy machine and early
+        # stopping wants more of them, so the run is INVALID and no compliance test can be
+        # judged against it. A short tree is a rule override anyway (--check says so).
+        lines.append("resnet50.Server.target_latency = 100")
     path.write_text("\n".join(lines) + "\n")
 
 
