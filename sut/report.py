@@ -170,9 +170,11 @@ def format_summary(results: dict) -> str:
 def _too_few_queries_hint(test: dict, model: str | None) -> str | None:
     """SingleStream/MultiStream: LoadGen made 2 x min_duration / target_latency queries and the
     run answered them all too soon; the run's own mean latency is a target that fits."""
+    from sut.config import STREAM_SCENARIOS
+
     mean_ns = (test.get("latency_ns") or {}).get("mean_latency_ns")
     if ("Decrease the expected latency" not in test["invalid_reason"] or not mean_ns
-            or test["scenario"] not in ("SingleStream", "MultiStream")):
+            or test["scenario"] not in STREAM_SCENARIOS):
         return None
     return (f"put '{model or '<model>'}.{test['scenario']}.target_latency = "
             f"{max(round(mean_ns / 1e6, 3), 0.001):g}' (this run's mean latency, in ms) in "

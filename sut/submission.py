@@ -122,9 +122,10 @@ def _run(args: argparse.Namespace) -> int:
                           "give one")
     if args.scenarios:
         model = _profile_model(args.run_flags)
-        if args.division == "closed" and model and closed_category_problem(model,
-                                                                           args.category):
-            raise ConfigError(f"submission: {closed_category_problem(model, args.category)}")
+        why_not = (closed_category_problem(model, args.category)
+                   if args.division == "closed" and model else None)
+        if why_not:
+            raise ConfigError(f"submission: {why_not}")
         args.sources = [str(folder) for folder in run_missing(args)]
     recorder = Recorder(args, "submission", command_line(["submission", *args.argv]))
     recorder.describe({key: value for key, value in vars(args).items() if key != "argv"})
@@ -144,14 +145,11 @@ def _run(args: argparse.Namespace) -> int:
 def _profile_model(run_flags: list[str]) -> str | None:
     """The MLPerf model the --profile after -- runs, so a category the closed division does
     not take for it is refused before an hour of runs; None if no profile names one."""
+    from sut.cli import build_parser
     from sut.profiles import PROFILES
 
-    for i, word in enumerate(run_flags):
-        name = (word.split("=", 1)[1] if word.startswith("--profile=") else
-                run_flags[i + 1] if word == "--profile" and i + 1 < len(run_flags) else None)
-        if name in PROFILES:
-            return PROFILES[name].model_name
-    return None
+    name = build_parser().parse_known_args(run_flags)[0].profile
+    return PROFILES[name].model_name if name in PROFILES else None
 
 
 # The runs one result needs, in order: folder name and the flags that make it.
@@ -266,8 +264,9 @@ def _read_source(folder: Path, allow_short: bool, division: str, category: str) 
     if not model:
         raise ConfigError(f"--from {folder}: {performance / 'results.json'} does not say the "
                           "model (was it made by python -m sut?)")
-    if division == "closed" and closed_category_problem(model, category):
-        raise ConfigError(f"--from {folder}: {closed_category_problem(model, category)}")
+    why_not = closed_category_problem(model, category) if division == "closed" else None
+    if why_not:
+        raise ConfigError(f"--from {folder}: {why_not}")
     if detail.get("effective_min_duration_ms", 0) < 600000 and not allow_short:
         raise ConfigError(f"--from {folder}: the run lasted at least "
                           f"{detail.get('effective_min_duration_ms')} ms by its settings, the "

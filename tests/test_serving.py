@@ -333,5 +333,5 @@ def test_calls_sent_outside_issue_go_to_the_serving_thread():
             assert answers.all_in.wait(10)
     finally:
         pool.close()
-    assert answers.index_of == {0: 0, 1: 1}
+    assert answers.index_of == {0: 0, 1: 1} and sorted(answers.seen) == [0, 1]  # once each
     assert answers.threads == {threading.current_thread().name, "serve-a"}
